@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (README "Quickstart"):
+#   make repro   set up .venv if needed, then run the whole pipeline with `dvc repro`
+#   make test    set up .venv if needed, then run the test suite
+# Both are idempotent: the environment is rebuilt only when pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: env repro test test-fast bench clean-env
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,dask,bench]'
+	touch $(STAMP)
+
+repro: env
+	dvc repro
+
+test: env
+	pytest
+
+test-fast: env
+	pytest -m "not integration and not e2e"
+
+clean-env:
+	rm -rf $(VENV)
