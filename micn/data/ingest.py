@@ -14,7 +14,8 @@ How a file is read:
   offending lines' raw text and a precise reason ("invalid UTF-8", "JSON array", ...) then
   come from one streaming pass in Python over those files.
 * 2014 metadata is not JSON but one Python literal per line: it is parsed with
-  `ast.literal_eval` (never `eval`) in a streaming pass, in parallel worker processes.
+  `ast.literal_eval` (never `eval`) in a streaming pass; lines without double quotes or
+  backslashes take an equivalent, faster `json.loads` path (see `_parse_literal`).
 
 Everything is staged in temporary tables first; the dataset's rows are then replaced in one
 transaction, so a failed ingest leaves the previous warehouse untouched and re-ingesting the
@@ -25,13 +26,10 @@ from __future__ import annotations
 
 import ast
 import json
-import multiprocessing
-import os
 import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import islice
@@ -46,7 +44,6 @@ from micn.errors import MicnError
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 LITERAL_CHUNK = 20_000
-LITERAL_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,8 @@ def ingest(dataset: str, reviews: Sequence[str | Path], meta: Sequence[str | Pat
         run_script(con, "ingest/schema")
         run_script(con, "ingest/macros")
         seconds = _stage_reviews(con, review_paths, exact=False)
-        if _needs_exact_pass(con):
+        exact = _needs_exact_pass(con)
+        if exact:
             seconds = _stage_reviews(con, review_paths, exact=True)
         literal_rejects, meta_seconds = _stage_meta(con, meta_paths, formats, first_file_idx=len(review_paths))
         seconds.update(meta_seconds)
@@ -94,7 +92,10 @@ def ingest(dataset: str, reviews: Sequence[str | Path], meta: Sequence[str | Pat
         con.execute("create or replace temp table literal_rejects as select * from literal_rejects_arrow")
         con.unregister("literal_rejects_arrow")
         rejects = _collect_rejects(con, paths, literal_rejects)
-        create_table_as(con, "review_duplicates", "ingest/int_review_duplicates")
+        if exact:
+            create_table_as(con, "review_duplicates", "ingest/int_review_duplicates")
+        else:  # the fast pass already found no repeated key
+            con.execute("create or replace temp table review_duplicates as select file_idx, rec_no from stg_reviews where false")
         create_table_as(con, "meta_duplicates", "ingest/int_meta_duplicates")
         files = _file_reports(con, paths, formats, seconds)
         _publish(con, dataset, rejects, files)
@@ -226,18 +227,14 @@ def _stage_meta(con, paths: list[Path], formats: dict[Path, str], first_file_idx
 
 
 def _parse_literal_meta(path: Path) -> Iterator[tuple[list[list], list[tuple]]]:
-    """Yield (columns, rejects) per chunk of lines, parsed in worker processes.
+    """Yield (columns, rejects) per chunk of lines: a streaming pass in this process.
 
     columns = [line_no, item_id, category, title, brand, price] lists; rejects = (line_no, reason, raw).
+    (A process pool was tried: on two cores its start-up and pickling ate the gain, and it
+    breaks in scripts without a `__main__` guard.)
     """
-    chunks = _numbered_chunks(path)
-    first = next(chunks, None)
-    if first is None:
-        return
-    yield _parse_literal_chunk(first)  # small files never pay for worker start-up
-    # forkserver: workers start clean, not as forks of a process running DuckDB/Prefect threads
-    with ProcessPoolExecutor(max_workers=LITERAL_WORKERS, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        yield from pool.map(_parse_literal_chunk, chunks)
+    for chunk in _numbered_chunks(path):
+        yield _parse_literal_chunk(chunk)
 
 
 def _numbered_chunks(path: Path) -> Iterator[list[tuple[int, bytes]]]:
