@@ -54,3 +54,52 @@ def ctr_metrics(user_ids: Sequence | np.ndarray, labels: np.ndarray, logits: np.
     """The metrics of every run: auc, gauc, logloss (from pre-sigmoid scores)."""
     probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     return {"auc": auc(labels, probs), "gauc": gauc(user_ids, labels, probs), "logloss": logloss(labels, probs)}
+
+
+def oracle_auc(data, feature_map: dict) -> float | None:
+    """AUC of the generator's Bayes-optimal click probabilities on `data` (a SampleSet), or None
+    when the dataset is not synthetic (no `ground_truth/` beside its raw review files).
+
+    The negative sampler's distribution q comes from the protocol: popularity over review rows
+    (`dien`) or uniform over the dataset's items (`din`); the oracle scores p / (p + q).
+    """
+    import duckdb
+
+    from micn.data.oracle import Oracle
+
+    raw_dir = _ground_truth_dir(feature_map)
+    if raw_dir is None or len(data) == 0:
+        return None
+    oracle = Oracle.load(raw_dir)
+    with duckdb.connect(str(feature_map["warehouse"]), read_only=True) as con:
+        counts = con.execute(
+            "select item_id, count(*) from reviews where dataset = $d group by item_id", {"d": feature_map["dataset"]}
+        ).fetchall()
+    if feature_map["protocol"] == "dien":
+        total = sum(n for _, n in counts)
+        q_of = {item: n / total for item, n in counts}
+    else:
+        q_of = dict.fromkeys((item for item, _ in counts), 1.0 / len(counts))
+    last = [x if x else None for x in data.last_hist_item_ids]
+    probs = oracle.click_proba(data.user_ids, last, data.item_ids,
+                               lambda ids: np.array([q_of.get(i, 0.0) for i in ids]))
+    return auc(data.label.numpy(), probs)
+
+
+def _ground_truth_dir(feature_map: dict):
+    from pathlib import Path
+
+    import duckdb
+
+    warehouse = Path(str(feature_map.get("warehouse", "")))
+    if not warehouse.is_file():
+        return None
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        sources = con.execute(
+            "select source_file from ingest_log where dataset = $d and kind = 'reviews'", {"d": feature_map["dataset"]}
+        ).fetchall()
+    for (source,) in sources:
+        raw_dir = Path(source).parent
+        if (raw_dir / "ground_truth" / "world.json").is_file():
+            return raw_dir
+    return None

@@ -36,3 +36,24 @@ def raw_files(world: Path) -> tuple[Path, Path]:
     reviews = next(p for p in world.glob("*_5.json.gz"))
     meta = next(world.glob("meta_*.json.gz"))
     return reviews, meta
+
+
+@pytest.fixture(scope="session")
+def tiny_warehouse(tiny_world, tmp_path_factory) -> Path:
+    """The tiny world ingested into a DuckDB warehouse, dataset 'tiny'."""
+    from micn.data.ingest import ingest
+
+    reviews, meta = raw_files(tiny_world)
+    db = tmp_path_factory.mktemp("tiny_warehouse") / "warehouse.duckdb"
+    ingest("tiny", [reviews], [meta], db)
+    return db
+
+
+@pytest.fixture(scope="session")
+def tiny_samples(tiny_warehouse, tmp_path_factory) -> Path:
+    """`dien`-protocol samples of the tiny world (max_len 10)."""
+    from micn.data.samples import build_samples
+
+    out = tmp_path_factory.mktemp("tiny_samples")
+    build_samples(tiny_warehouse, "tiny", out, protocol="dien", max_len=10, seed=1)
+    return out

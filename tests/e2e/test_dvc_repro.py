@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ def repo_copy(tmp_path_factory) -> Path:
             shutil.copy2(REPO / rel, dst / rel)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["generate"]["profile"] = "tiny"
+    params["train"]["epochs"] = 2
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
@@ -43,7 +45,7 @@ def repo_copy(tmp_path_factory) -> Path:
     return dst
 
 
-def test_dvc_repro_builds_the_warehouse_then_does_nothing(repo_copy):
+def test_dvc_repro_runs_the_pipeline_then_does_nothing(repo_copy):
     sh(["dvc", "repro"], repo_copy)
     db = repo_copy / "data" / "warehouse.duckdb"
     from micn.data.synthetic import PROFILES
@@ -52,10 +54,21 @@ def test_dvc_repro_builds_the_warehouse_then_does_nothing(repo_copy):
         assert con.sql("select count(*) from reviews where dataset = 'synthetic'").fetchall()[0][0] == PROFILES["tiny"].n_reviews
         assert con.sql("select count(distinct user_id) from reviews").fetchall()[0][0] == PROFILES["tiny"].n_users
         assert con.sql("select count(*) from rejects").fetchall()[0][0] == 0
+    # samples and one trained model per backbone, with their metrics
+    fmap = json.loads((repo_copy / "data" / "samples" / "synthetic" / "feature_map.json").read_text())
+    assert fmap["protocol"] == "dien" and fmap["dataset"] == "synthetic"
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    for backbone in params["grid"]["backbones"]:
+        for seed in params["grid"]["seeds"]:
+            metrics = json.loads((repo_copy / "runs" / "synthetic" / backbone / "base" / f"seed{seed}" / "metrics.json").read_text())
+            assert metrics["backbone"] == backbone and metrics["seed"] == seed
+            assert 0.5 < metrics["metrics"]["auc"] <= metrics["metrics"]["oracle_auc"] + 0.05
+    shown = sh(["dvc", "metrics", "show"], repo_copy)
+    assert "metrics.auc" in shown or "auc" in shown
     # generated data is DVC's, never git's
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo_copy,
                             capture_output=True, text=True).stdout.splitlines()
-    untracked_data = [ln for ln in status if "data/" in ln and not ln.endswith(".gitignore")]
+    untracked_data = [ln for ln in status if ("data/" in ln or ln.endswith(".pt")) and not ln.endswith(".gitignore")]
     assert untracked_data == [], untracked_data
     assert (repo_copy / "dvc.lock").is_file()
 

@@ -1,0 +1,164 @@
+"""MICN: a multi-interest capsule network trained as an AUXILIARY task beside a CTR backbone.
+
+Paper: "MICN: Multi-Interest Capsule Network as an auxiliary task for CTR prediction" (ICLR 2022
+submission; later published as IaCN, Jaiswal & Xiong, RecSys 2023, arXiv 2308.09202). MICN owns
+an item ⊕ category embedding table producing e_aux (width d_aux). A MIND-style capsule network
+(B2I dynamic routing + label-aware attention, `micn/nn/capsule.py`) reads a user's history in
+e_aux and is trained with a sampled softmax to predict the clicked item; the backbone sees
+e = e_orig ⊕ e_aux wherever it embeds an item (`micn/models/with_micn.py`). So e_aux learns from
+both losses:
+
+    L = L_main + λ · L_micn              ∇ reaching e_aux = (1 − φ)·∇_aux + φ·∇_main
+
+implemented with `scale_grad` (identity forward, grad·s backward) on the two copies of e_aux,
+never by editing optimizers. e_orig only ever receives the main gradient.
+
+Paper configuration: λ = 1, φ = 0.3, K from log2 of the history length (K_max = 4 here, as
+MIND), r = 3 routing iterations, Adam with lr 1e-4, 5 repeats. λ is the trainer's weight of the
+"micn" auxiliary loss; φ lives here because it shapes the gradient, not the loss.
+
+    MICNConfig(enabled, d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, routing_std)
+    MICNAux(cfg, n_items, n_categories, item_categories=None)
+        .embed(items, categories) -> e_aux (..., d_aux)
+        .interests(batch, generator=None) -> Routing (capsules, active, weights)
+        .loss(batch) -> L_micn (scalar)
+
+L_micn, per batch: rows with label 1 and a non-empty history (the paper computes MICN's loss on
+positive samples only; a user with no behavior has no interest to learn from); for each, the
+capsules of its history, v_u by label-aware attention towards the clicked item, and a sampled
+softmax of that item against `n_neg` candidates drawn once per batch (uniform or log-uniform
+over ids 2 .. n_items − 1, with logQ correction and accidental hits masked); mean over rows, 0
+when there is no such row.
+
+Choices the paper leaves open (see `micn/nn/capsule.py` for the routing ones):
+- d_aux is split item ⌈d_aux/2⌉ ⊕ category ⌊d_aux/2⌋ (36 = 18 + 18, like e_orig); init N(0, 0.01²).
+- Capsules have width d_aux (S is d_aux × d_aux), so v_u lives in the item space.
+- pow_p defaults to 2 (soft attention; p multiplies the score, see capsule.py). MIND's default
+  p = 100 is hard argmax here too: set pow_p: 100 (or .inf) for it.
+- Sampled candidates need their category: `item_category` (n_items,) is a persistent buffer,
+  filled from `item_categories` if given and, in training mode, from every batch's (item,
+  category) pairs (an item's category never changes). Items not seen yet use category 0 (the
+  zero padding vector) for their category half.
+
+Dimension glossary: B batch, T history length, D = d_aux, K = k_max, M = n_neg.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from micn.data.batch import Batch
+from micn.nn.capsule import (
+    SAMPLERS,
+    B2IRouting,
+    Routing,
+    label_aware_attention,
+    sample_candidates,
+    sampled_softmax_loss,
+    scale_grad,
+)
+from micn.nn.embedding import ItemEmbedding
+
+
+@dataclass(frozen=True)
+class MICNConfig:
+    enabled: bool = False  # the caller's switch: build the model with MICN or without
+    d_aux: int = 36  # width of e_aux (item half ⌈d/2⌉ ⊕ category half ⌊d/2⌋), >= 2
+    k_max: int = 4  # K_max interest capsules (MIND: 4 at most in practice)
+    iterations: int = 3  # dynamic-routing iterations r (MIND: 3)
+    pow_p: float = 2.0  # label-aware attention sharpness; >= 100 or inf = hard argmax (MIND default 100)
+    n_neg: int = 100  # sampled candidates per batch for the sampled softmax
+    sampler: str = "log_uniform"  # log_uniform (popularity-like, ids are frequency-ranked) | uniform
+    lambda_micn: float = 1.0  # λ, weight of L_micn in the total loss (the trainer applies it)
+    phi: float = 0.3  # φ, share of the MAIN gradient reaching e_aux; 1 − φ comes from L_micn
+    routing_std: float = 1.0  # σ of the fresh N(0, σ²) routing logits
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, key: str, what: str) -> None:
+            if not ok:
+                raise ValueError(f"MICNConfig.{key}={getattr(self, key)!r} is invalid: {what}")
+
+        need(isinstance(self.enabled, bool), "enabled", "must be true or false")
+        need(self.d_aux >= 2, "d_aux", "must be >= 2 (item half ⊕ category half; e.g. 36 = 18 + 18)")
+        need(self.k_max >= 1, "k_max", "must be >= 1 (MIND uses up to 4 interests)")
+        need(self.iterations >= 1, "iterations", "must be >= 1 (MIND uses 3)")
+        need(self.pow_p >= 0, "pow_p", "must be >= 0 (0 = uniform, 1 = softmax, >= 100 or inf = hard argmax)")
+        need(self.n_neg >= 1, "n_neg", "must be >= 1 sampled candidates")
+        need(self.sampler in SAMPLERS, "sampler", f"choose one of {', '.join(SAMPLERS)}")
+        need(self.lambda_micn >= 0 and math.isfinite(self.lambda_micn), "lambda_micn", "must be finite and >= 0 (paper: 1)")
+        need(0.0 <= self.phi <= 1.0, "phi", "must be in [0, 1] (paper: 0.3)")
+        need(self.routing_std >= 0 and math.isfinite(self.routing_std), "routing_std", "must be finite and >= 0")
+
+
+class MICNAux(nn.Module):
+    """The auxiliary capsule network: its e_aux table, B2I routing, label-aware attention, L_micn."""
+
+    def __init__(
+        self, cfg: MICNConfig, n_items: int, n_categories: int, item_categories: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        assert n_items >= 3, f"MICN samples candidates from ids 2 .. n_items − 1, so n_items >= 3; got {n_items}"
+        self.cfg = cfg
+        self.n_items = n_items
+        self.d_aux = cfg.d_aux
+        self.embedding = ItemEmbedding(n_items, n_categories, cfg.d_aux - cfg.d_aux // 2, cfg.d_aux // 2)
+        assert self.embedding.out_dim == cfg.d_aux, f"e_aux width {self.embedding.out_dim} != d_aux {cfg.d_aux}"
+        self.routing = B2IRouting(cfg.d_aux, cfg.d_aux, cfg.k_max, cfg.iterations, cfg.routing_std)
+        self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))  # item index -> category index
+        if item_categories is not None:
+            assert item_categories.shape == (n_items,), (
+                f"item_categories must be ({n_items},), one category per item index; got {tuple(item_categories.shape)}"
+            )
+            self.item_category.copy_(item_categories)
+
+    def embed(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
+        """e_aux: (...) ids -> (..., d_aux). No gradient scaling here: callers scale their copy."""
+        return self.embedding(items, categories)
+
+    @torch.no_grad()
+    def observe(self, batch: Batch) -> None:
+        """Record the (item, category) pairs of a batch in `item_category` (targets and real behaviors)."""
+        real = batch.hist_items.shape[1] - batch.hist_len.unsqueeze(1) <= torch.arange(
+            batch.hist_items.shape[1], device=batch.hist_len.device
+        )  # (B, T), from hist_len: ids at padded positions are not trusted
+        items = torch.cat([batch.item, batch.hist_items[real]])
+        categories = torch.cat([batch.category, batch.hist_categories[real]])
+        self.item_category[items] = categories
+
+    def interests(self, batch: Batch, generator: torch.Generator | None = None) -> Routing:
+        """Interest capsules of every row's history (no gradient scaling; for inspection)."""
+        hist = self.embed(batch.hist_items, batch.hist_categories)  # (B, T, D)
+        return self.routing(hist, batch.hist_len, generator)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """L_micn of the batch's positive rows with a history; gradients into e_aux scaled by 1 − φ."""
+        if self.training:
+            self.observe(batch)
+        rows = ((batch.label > 0.5) & (batch.hist_len > 0)).nonzero().squeeze(1)  # (N,)
+        if rows.numel() == 0:
+            return self.routing.S.new_zeros(())
+        lengths = batch.hist_len[rows]  # (N,)
+        L = int(lengths.max())
+        T = batch.hist_items.shape[1]
+        hist_items = batch.hist_items[rows, T - L :]  # (N, L): the window that holds every real behavior
+        hist_categories = batch.hist_categories[rows, T - L :]
+        targets = batch.item[rows]  # (N,)
+        neg_ids, neg_log_count = sample_candidates(self.cfg.n_neg, self.n_items, self.cfg.sampler,
+                                                   device=targets.device)  # (M,), (M,)
+
+        # One lookup for history, targets and candidates: one embedding backward instead of three.
+        N, M = rows.numel(), neg_ids.numel()
+        items = torch.cat([hist_items.reshape(-1), targets, neg_ids])
+        categories = torch.cat([hist_categories.reshape(-1), batch.category[rows], self.item_category[neg_ids]])
+        e = scale_grad(self.embed(items, categories), 1.0 - self.cfg.phi)  # (N·L + N + M, D)
+        hist = e[: N * L].view(N, L, -1)  # (N, L, D)
+        target = e[N * L : N * L + N]  # (N, D)
+        sampled = e[N * L + N :]  # (M, D)
+
+        routing = self.routing(hist, lengths)
+        user, _ = label_aware_attention(routing.capsules, routing.active, target, self.cfg.pow_p)  # (N, D)
+        return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()
