@@ -86,6 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="DIR",
                    help="run directory: metrics.json, history.json, model.pt, checkpoint.pt")
     t.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default params.yaml)")
+    t.add_argument("--micn", action=argparse.BooleanOptionalAction, default=None,
+                   help="train with (--micn) or without (--no-micn) the MICN auxiliary task; default: `micn.enabled` "
+                   "in the parameter file, whose `micn` section also holds d_aux, k_max, iterations, pow_p, n_neg, "
+                   "sampler, lambda_micn, phi")
+    t.add_argument("--variant", choices=["base", "micn"], default=None,
+                   help="the same switch by name (base = --no-micn, micn = --micn), as the DVC grid spells it")
+
+    n = sub.add_parser(
+        "interests",
+        help="show a user's interest capsules from a run trained with MICN",
+        description="Load a run trained with MICN, route one user's history through the capsule network and print "
+        "each active interest with its nearest items and dominant categories; on synthetic data also the purity "
+        "of the capsules against the planted topics over the test users.",
+    )
+    n.add_argument("--run", required=True, metavar="DIR", help="run directory of `micn train --micn` (holds model.pt)")
+    n.add_argument("--user", required=True, metavar="ID", help="raw user id (reviewerID)")
+    n.add_argument("--samples", default=None, metavar="DIR",
+                   help="samples directory the run was trained on (default: looked up from the run's metrics.json)")
+    n.add_argument("--items", type=int, default=5, metavar="N", help="nearest items shown per capsule (default 5)")
     return p
 
 
@@ -126,21 +145,35 @@ def _samples(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from flows.train import train_flow
     from micn.config import load_section
+    from micn.models.micn_aux import MICNConfig
     from micn.train import TrainConfig, load_splits
 
     cfg = load_section(args.params, "train", TrainConfig)
+    micn = load_section(args.params, "micn", MICNConfig)  # bad values are rejected here, before any work
+    if args.micn is not None and args.variant is not None and args.micn != (args.variant == "micn"):
+        raise MicnError(f"--{'micn' if args.micn else 'no-micn'} contradicts --variant {args.variant}; give one of them.")
+    enabled = args.micn if args.micn is not None else (args.variant == "micn" if args.variant else micn.enabled)
+    micn = dataclasses.replace(micn, enabled=enabled)
     load_splits(args.samples, args.dataset)  # fail fast on a missing or mismatched samples directory
-    r = train_flow(args.dataset, args.samples, args.backbone, args.seed, args.out, cfg)
+    r = train_flow(args.dataset, args.samples, args.backbone, args.seed, args.out, cfg, micn)
     m = r["metrics"]
     oracle = "n/a" if m.get("oracle_auc") is None else f"{m['oracle_auc']:.4f}"
-    print(f"{r['dataset']} {r['backbone']} seed {r['seed']}: test AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
+    print(f"{r['dataset']} {r['backbone']} ({r['variant']}) seed {r['seed']}: test AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
           f"logloss {m['logloss']:.4f}  oracle AUC {oracle}  ({r['epochs']} epochs, best {r['best_epoch']}, "
           f"{r['samples_per_s']:,.0f} samples/s) → {args.out}/metrics.json")
 
 
-COMMANDS = {"generate": _generate, "ingest": _ingest, "samples": _samples, "train": _train}
+def _interests(args: argparse.Namespace) -> None:
+    from micn.interests import describe_user
+
+    print(describe_user(args.run, args.user, args.samples, items_shown=args.items))
+
+
+COMMANDS = {"generate": _generate, "ingest": _ingest, "samples": _samples, "train": _train, "interests": _interests}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

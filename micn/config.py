@@ -73,8 +73,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise MicnError(f"{key}: expected a list, got {value!r}.")
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
         return tuple(_coerce(v, item, key) for v in value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise MicnError(f"{key}: expected a number, got {value!r}.")
     if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
         raise MicnError(f"{key}: expected {hint.__name__}, got {value!r}.")
     return value

@@ -1,6 +1,7 @@
 """Train one backbone on one dataset's samples; select on validation; evaluate on test.
 
     train(samples_dir, "din", out_dir, seed=1, cfg=TrainConfig()) -> metrics dict
+    train(samples_dir, "din", out_dir, seed=1, micn=MICNConfig(enabled=True)) -> the same with MICN
 
 The loop: Adam; one pass over the shuffled training split per epoch; after each epoch the
 validation AUC decides the best state (never the test split — the DIN and DIEN reference code
@@ -39,6 +40,8 @@ from micn.data.dataset import SampleSet, load_feature_map
 from micn.errors import MicnError
 from micn.evaluate import ctr_metrics, oracle_auc
 from micn.models import BACKBONES, build_backbone
+from micn.models.micn_aux import MICNConfig
+from micn.models.with_micn import build_with_micn, item_categories_of
 from micn.nn.embedding import ItemEmbedding
 
 SPLITS = ("train", "valid", "test")
@@ -68,9 +71,12 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
-    def aux_weights(self) -> dict[str, float]:
+    def aux_weights(self, micn: MICNConfig | None = None) -> dict[str, float]:
         """Weight of each auxiliary loss a model may return; an unknown name is an error."""
-        return {"dien_aux": self.dien_aux_weight}
+        weights = {"dien_aux": self.dien_aux_weight}
+        if micn is not None and micn.enabled:
+            weights["micn"] = micn.lambda_micn  # L = L_main + λ·L_micn
+        return weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,8 +99,13 @@ def load_splits(samples_dir: str | Path, dataset: str | None = None) -> tuple[di
     return fmap, {s: SampleSet.from_parquet(samples_dir / f"{s}.parquet", fmap) for s in SPLITS}
 
 
-def build_model(backbone: str, fmap: dict, cfg: TrainConfig) -> nn.Module:
-    """Item embedding (item ⊕ category) built here and injected into the backbone."""
+def build_model(backbone: str, fmap: dict, cfg: TrainConfig, micn: MICNConfig | None = None,
+                item_categories: torch.Tensor | None = None) -> nn.Module:
+    """Item embedding (item ⊕ category) built here and injected into the backbone; with MICN
+    enabled the injected embedding is e_orig ⊕ e_aux and the model also returns L_micn."""
+    if micn is not None and micn.enabled:
+        return build_with_micn(backbone, fmap["n_users"], fmap["n_items"], fmap["n_categories"], cfg.d_item,
+                               cfg.d_category, micn, item_categories=item_categories)
     embedding = ItemEmbedding(fmap["n_items"], fmap["n_categories"], cfg.d_item, cfg.d_category)
     return build_backbone(backbone, None, embedding, fmap["n_users"])
 
@@ -118,6 +129,7 @@ def train(
     out_dir: str | Path,
     seed: int,
     cfg: TrainConfig = TrainConfig(),
+    micn: MICNConfig | None = None,
     dataset: str | None = None,
     progress: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -132,15 +144,18 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
+    with_micn = micn is not None and micn.enabled
     torch.manual_seed(seed)
-    model = build_model(backbone, fmap, cfg).to(device)
+    item_categories = item_categories_of(splits["train"], fmap["n_items"]) if with_micn else None
+    model = build_model(backbone, fmap, cfg, micn, item_categories).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one fused kernel per step
     signature = {"backbone": backbone, "seed": seed, "config": dataclasses.asdict(cfg),
+                 "micn": dataclasses.asdict(micn) if with_micn else None,
                  "samples": {k: fmap.get(k) for k in ("dataset", "protocol", "seed", "max_len", "n_users", "n_items",
                                                       "n_categories", "counts")}}
     state = _resume(out_dir / "checkpoint.pt", model, optimizer, signature)
     loss_fn = nn.BCEWithLogitsLoss()
-    aux_weights = cfg.aux_weights()
+    aux_weights = cfg.aux_weights(micn)
     started = datetime.now(timezone.utc)
 
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
@@ -170,9 +185,10 @@ def train(
         "dataset": fmap["dataset"],
         "protocol": fmap["protocol"],
         "backbone": backbone,
-        "variant": "base",
+        "variant": "micn" if with_micn else "base",
         "seed": seed,
-        "params": {"train": dataclasses.asdict(cfg), "max_len": fmap["max_len"], "samples_seed": fmap.get("seed")},
+        "params": {"train": dataclasses.asdict(cfg), "micn": dataclasses.asdict(micn) if with_micn else None,
+                   "max_len": fmap["max_len"], "samples_seed": fmap.get("seed")},
         "metrics": metrics,
         "epochs": len(history),
         "best_epoch": state["best_epoch"],
@@ -184,7 +200,7 @@ def train(
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     torch.save({"model": state["best_state"], "backbone": backbone, "config": dataclasses.asdict(cfg),
-                "feature_map": fmap}, out_dir / "model.pt")
+                "micn": dataclasses.asdict(micn) if with_micn else None, "feature_map": fmap}, out_dir / "model.pt")
     (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

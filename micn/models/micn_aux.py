@@ -127,7 +127,8 @@ class MICNAux(nn.Module):
         )  # (B, T), from hist_len: ids at padded positions are not trusted
         items = torch.cat([batch.item, batch.hist_items[real]])
         categories = torch.cat([batch.category, batch.hist_categories[real]])
-        self.item_category[items] = categories
+        known = items >= 2  # OOV (1) stands for many items with different categories
+        self.item_category[items[known]] = categories[known]
 
     def interests(self, batch: Batch, generator: torch.Generator | None = None) -> Routing:
         """Interest capsules of every row's history (no gradient scaling; for inspection)."""
@@ -155,9 +156,8 @@ class MICNAux(nn.Module):
         items = torch.cat([hist_items.reshape(-1), targets, neg_ids])
         categories = torch.cat([hist_categories.reshape(-1), batch.category[rows], self.item_category[neg_ids]])
         e = scale_grad(self.embed(items, categories), 1.0 - self.cfg.phi)  # (N·L + N + M, D)
-        hist = e[: N * L].view(N, L, -1)  # (N, L, D)
-        target = e[N * L : N * L + N]  # (N, D)
-        sampled = e[N * L + N :]  # (M, D)
+        hist, target, sampled = e.split([N * L, N, M])  # split, not slices: its backward is one cat
+        hist = hist.view(N, L, -1)  # (N, L, D); target (N, D), sampled (M, D)
 
         routing = self.routing(hist, lengths)
         user, _ = label_aware_attention(routing.capsules, routing.active, target, self.cfg.pow_p)  # (N, D)

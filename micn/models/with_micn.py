@@ -96,6 +96,8 @@ def item_categories_of(data, n_items: int) -> torch.Tensor:
     table = torch.zeros(n_items, dtype=torch.long)
     T = data.hist_items.shape[1]
     real = torch.arange(T).unsqueeze(0) >= (T - data.hist_len.long()).unsqueeze(1)  # (N, T)
-    table[data.hist_items[real].long()] = data.hist_categories[real].long()
-    table[data.item.long()] = data.category.long()
+    items = torch.cat([data.hist_items[real], data.item]).long()
+    categories = torch.cat([data.hist_categories[real], data.category]).long()
+    known = items >= 2  # OOV (1) stands for many items
+    table[items[known]] = categories[known]
     return table

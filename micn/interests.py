@@ -1,0 +1,292 @@
+"""Interests you can look at: a trained MICN's capsules, their nearest items, and their purity.
+
+The MICN paper leaves inspecting the learned interests to future work; this module does it.
+
+    model, ckpt = load_model(run_dir)                       # a run's model.pt, trained with MICN
+    vocab = Vocab.load(samples_dir)                         # index <-> raw item id / category
+    users = user_interests(model, batch, vocab, top_n=10)   # per row: active capsules, nearest items
+    print(format_interests(users))
+    topics = item_topics(samples_dir, raw_dir)              # synthetic worlds: item index -> planted topic
+    capsule_purity(model, test_split, topics)               # Purity(purity, shuffled, majority, n_users)
+
+A capsule's nearest items are the items with the largest dot product between the capsule and
+their e_aux (the space MICN's sampled softmax scores in), ids 2 .. n_items − 1; its dominant
+categories are the most common categories among those items.
+
+Purity (synthetic data): for each user with at least `min_interests` active capsules, every real
+history behavior is assigned to the capsule that holds most of its routing weight; the purity of
+that clustering w.r.t. the planted topics is Σ_capsules max_topic |capsule ∩ topic| / n. Two
+baselines on the same users: `shuffled` permutes the assignment within each user (same capsule
+sizes, no relation to the items), `majority` puts every behavior in one cluster. Purity above
+`shuffled` means the routing groups behaviors by topic.
+
+Routing logits are random (MIND draws them fresh per forward); pass a seeded `generator` for a
+repeatable picture. Nothing here changes the model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from micn.data.batch import Batch
+from micn.errors import MicnError
+from micn.models.micn_aux import MICNAux, MICNConfig
+from micn.models.with_micn import WithMICN, build_with_micn
+
+PADDING_NAMES = ("<pad>", "<oov>")  # item / category indexes 0 and 1
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Index -> raw id, from a samples directory's `vocab_item.parquet` / `vocab_category.parquet`."""
+
+    item_ids: np.ndarray  # (n_items,) str
+    categories: np.ndarray  # (n_categories,) str
+
+    @classmethod
+    def load(cls, samples_dir: str | Path) -> Vocab:
+        samples_dir = Path(samples_dir)
+        return cls(_index_to_name(samples_dir / "vocab_item.parquet", "item_id"),
+                   _index_to_name(samples_dir / "vocab_category.parquet", "category"))
+
+
+def _index_to_name(path: Path, column: str) -> np.ndarray:
+    if not path.is_file():
+        raise MicnError(f"{path}: no such vocabulary file; build the samples first (`micn samples`).")
+    df = pl.read_parquet(path, columns=[column, "index"])
+    names = np.array([*PADDING_NAMES, *([""] * (int(df["index"].max() or 1) - 1))], dtype=object)
+    names[df["index"].to_numpy()] = df[column].to_numpy()
+    return names
+
+
+@dataclass(frozen=True)
+class NearItem:
+    index: int
+    item_id: str | None  # raw id when a Vocab is given
+    category: str | int  # raw category name, or its index without a Vocab
+    score: float  # capsule · e_aux(item)
+
+
+@dataclass(frozen=True)
+class Interest:
+    slot: int  # capsule slot 0 .. K_u − 1
+    norm: float  # ‖capsule‖ in [0, 1)
+    n_behaviors: int  # history behaviors whose routing weight is largest on this capsule
+    items: tuple[NearItem, ...]  # nearest items, best first
+    categories: tuple[tuple[str | int, int], ...]  # dominant categories among `items`, (category, count)
+
+
+@dataclass(frozen=True)
+class UserInterests:
+    row: int  # row in the batch
+    user: int  # user index
+    hist_len: int
+    interests: tuple[Interest, ...]  # the active capsules only
+
+
+def _micn_of(model: nn.Module) -> MICNAux:
+    micn = model.micn if isinstance(model, WithMICN) else model
+    if not isinstance(micn, MICNAux):
+        raise TypeError(f"expected a WithMICN or MICNAux model, got {type(model).__name__}")
+    return micn
+
+
+@torch.no_grad()
+def item_table(model: nn.Module) -> torch.Tensor:
+    """e_aux of every item index (n_items, d_aux), each with its recorded category."""
+    micn = _micn_of(model)
+    items = torch.arange(micn.n_items, device=micn.item_category.device)
+    return micn.embed(items, micn.item_category)
+
+
+@torch.no_grad()
+def user_interests(
+    model: nn.Module, batch: Batch, vocab: Vocab | None = None, top_n: int = 10, n_categories: int = 3,
+    generator: torch.Generator | None = None,
+) -> list[UserInterests]:
+    """Every row's active interest capsules with their `top_n` nearest items and dominant categories."""
+    micn = _micn_of(model)
+    was_training = micn.training
+    micn.eval()
+    try:
+        routing = micn.interests(batch, generator)
+    finally:
+        micn.train(was_training)
+    table = item_table(micn)  # (n_items, D)
+    scores = torch.einsum("bkd,nd->bkn", routing.capsules, table)  # (B, K, n_items)
+    scores[..., :2] = float("-inf")  # padding and OOV are not items
+    top = scores.topk(min(top_n, micn.n_items - 2), dim=-1)  # (B, K, top_n)
+    owner = routing.weights.argmax(dim=1)  # (B, T), capsule holding most of each behavior
+    T = batch.hist_items.shape[1]
+    real = torch.arange(T).unsqueeze(0) >= (T - batch.hist_len.cpu()).unsqueeze(1)  # (B, T)
+    categories = micn.item_category.cpu()
+    out = []
+    for b in range(len(batch)):
+        interests = []
+        for k in range(int(routing.active[b].sum())):
+            items = []
+            for index, score in zip(top.indices[b, k].tolist(), top.values[b, k].tolist()):
+                c = int(categories[index])
+                items.append(NearItem(index, vocab.item_ids[index] if vocab else None,
+                                      vocab.categories[c] if vocab else c, score))
+            counts = Counter(it.category for it in items).most_common(n_categories)
+            n_behaviors = int(((owner[b].cpu() == k) & real[b]).sum())
+            interests.append(Interest(k, float(routing.capsules[b, k].norm()), n_behaviors, tuple(items), tuple(counts)))
+        out.append(UserInterests(b, int(batch.user[b]), int(batch.hist_len[b]), tuple(interests)))
+    return out
+
+
+def format_interests(users: list[UserInterests], items_shown: int = 5) -> str:
+    """A plain-text report: one block per user, one line per capsule."""
+    lines = []
+    for u in users:
+        lines.append(f"user {u.user} (row {u.row}), {u.hist_len} behaviors, {len(u.interests)} interests")
+        for it in u.interests:
+            cats = ", ".join(f"{c} ×{n}" for c, n in it.categories)
+            near = ", ".join(str(x.item_id if x.item_id is not None else x.index) for x in it.items[:items_shown])
+            lines.append(f"  capsule {it.slot}: |v|={it.norm:.2f}, {it.n_behaviors} behaviors; {cats}; items {near}")
+    return "\n".join(lines)
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> tuple[WithMICN, dict]:
+    """The WithMICN model of a run directory (or its `model.pt`), and the whole checkpoint dict.
+
+    Expects `{"model", "backbone", "config", "micn", "feature_map"}`: the state dict, backbone
+    name, TrainConfig fields (d_item, d_category), MICNConfig fields and the feature map.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise MicnError(f"{path}: no such model file; train a run with MICN enabled first.")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    missing = [k for k in ("model", "backbone", "config", "micn", "feature_map") if k not in ckpt]
+    if missing:
+        raise MicnError(f"{path}: keys {missing} are missing; it is not a model trained with MICN "
+                        "(a run with micn.enabled: true saves them).")
+    fmap, cfg = ckpt["feature_map"], ckpt["config"]
+    model = build_with_micn(ckpt["backbone"], fmap["n_users"], fmap["n_items"], fmap["n_categories"],
+                            cfg["d_item"], cfg["d_category"], MICNConfig(**ckpt["micn"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def item_topics(samples_dir: str | Path, raw_dir: str | Path) -> np.ndarray:
+    """(n_items,) planted topic of every item index, −1 where unknown (padding, OOV).
+
+    `raw_dir` holds the synthetic world's `ground_truth/items.parquet` (item_id -> topic)."""
+    items = Path(raw_dir) / "ground_truth" / "items.parquet"
+    if not items.is_file():
+        raise MicnError(f"{items}: no ground truth; purity needs a synthetic world (`micn generate`).")
+    truth = pl.read_parquet(items, columns=["item_id", "topic"])
+    vocab = pl.read_parquet(Path(samples_dir) / "vocab_item.parquet", columns=["item_id", "index"])
+    joined = vocab.join(truth, on="item_id", how="left")
+    topics = np.full(int(vocab["index"].max()) + 1, -1, dtype=np.int64)
+    topics[joined["index"].to_numpy()] = joined["topic"].fill_null(-1).to_numpy()
+    return topics
+
+
+@dataclass(frozen=True)
+class Purity:
+    purity: float  # mean over users of capsule-cluster purity w.r.t. the planted topics
+    shuffled: float  # same capsule sizes, assignment permuted within the user
+    majority: float  # one cluster: share of the user's most common topic
+    n_users: int
+
+
+def cluster_purity(assignment: np.ndarray, topics: np.ndarray) -> float:
+    """Σ_clusters max_topic |cluster ∩ topic| / n for one user's behaviors."""
+    pairs = Counter(zip(assignment.tolist(), topics.tolist()))
+    best: dict[int, int] = {}
+    for (cluster, _), n in pairs.items():
+        best[cluster] = max(best.get(cluster, 0), n)
+    return sum(best.values()) / len(topics)
+
+
+@torch.no_grad()
+def capsule_purity(
+    model: nn.Module, data, item_topic: np.ndarray, batch_size: int = 4096, min_interests: int = 2,
+    generator: torch.Generator | None = None, shuffle_seed: int = 0,
+) -> Purity:
+    """Purity of capsule clusters vs planted topics over the users (label-1 rows) of `data`
+    (a SampleSet, or an iterable of Batches) with at least `min_interests` active capsules."""
+    micn = _micn_of(model)
+    was_training = micn.training
+    micn.eval()
+    rng = np.random.default_rng(shuffle_seed)
+    topic_of = torch.as_tensor(item_topic)
+    scores = {"purity": [], "shuffled": [], "majority": []}
+    batches = data.batches(batch_size) if hasattr(data, "batches") else data
+    try:
+        for batch in batches:
+            rows = (batch.label > 0.5).nonzero().squeeze(1)
+            batch = Batch(**{f: getattr(batch, f)[rows] for f in Batch.__dataclass_fields__})
+            routing = micn.interests(batch, generator)
+            owner = routing.weights.argmax(dim=1).cpu()  # (B, T)
+            n_active = routing.active.sum(dim=1).cpu()  # (B,)
+            T = batch.hist_items.shape[1]
+            real = torch.arange(T).unsqueeze(0) >= (T - batch.hist_len.cpu()).unsqueeze(1)  # (B, T)
+            topics = topic_of[batch.hist_items.cpu().clamp(max=len(topic_of) - 1)]  # (B, T)
+            keep = real & (topics >= 0)
+            for b in (n_active >= min_interests).nonzero().squeeze(1).tolist():
+                a, t = owner[b][keep[b]].numpy(), topics[b][keep[b]].numpy()
+                if len(t) == 0:
+                    continue
+                scores["purity"].append(cluster_purity(a, t))
+                scores["shuffled"].append(cluster_purity(rng.permutation(a), t))
+                scores["majority"].append(np.bincount(t).max() / len(t))
+    finally:
+        micn.train(was_training)
+    n = len(scores["purity"])
+    mean = {k: float(np.mean(v)) if n else float("nan") for k, v in scores.items()}
+    return Purity(mean["purity"], mean["shuffled"], mean["majority"], n)
+
+
+def describe_user(run_dir: str | Path, user_id: str, samples_dir: str | Path | None = None, items_shown: int = 5,
+                  seed: int = 0) -> str:
+    """The `micn interests` report: one user's capsules, and on synthetic data the test users' purity.
+
+    The user's most recent positive sample (test, then valid, then train split) gives the history
+    that is routed; `samples_dir` defaults to the one the run was trained on.
+    """
+    from micn.data.dataset import SampleSet
+    from micn.evaluate import _ground_truth_dir
+
+    model, ckpt = load_model(run_dir)
+    fmap = ckpt["feature_map"]
+    samples_dir = Path(samples_dir) if samples_dir else _samples_dir_of(Path(run_dir))
+    generator = torch.Generator().manual_seed(seed)  # routing logits are random: a repeatable picture
+    for split in ("test", "valid", "train"):
+        data = SampleSet.from_parquet(samples_dir / f"{split}.parquet", fmap)
+        rows = np.flatnonzero((data.user_ids == user_id) & (data.label.numpy() == 1))
+        if len(rows):
+            batch = data.batch(torch.as_tensor(rows[-1:], dtype=torch.long))
+            users = user_interests(model, batch, Vocab.load(samples_dir), top_n=max(items_shown, 10), generator=generator)
+            report = [f"user {user_id} ({split} split): {format_interests(users, items_shown)}"]
+            break
+    else:
+        raise MicnError(f"user {user_id!r} has no positive sample in {samples_dir} (train, valid or test); "
+                        "give a raw reviewerID of this dataset.")
+    raw_dir = _ground_truth_dir(fmap)
+    if raw_dir is not None:
+        test = SampleSet.from_parquet(samples_dir / "test.parquet", fmap)
+        p = capsule_purity(model, test, item_topics(samples_dir, raw_dir), generator=generator)
+        report.append(f"capsule purity vs planted topics over {p.n_users} test users with >= 2 interests: "
+                      f"{p.purity:.3f} (shuffled assignment {p.shuffled:.3f}, one cluster {p.majority:.3f})")
+    return "\n".join(report)
+
+
+def _samples_dir_of(run_dir: Path) -> Path:
+    """The samples directory of a DVC-built run: data/samples/<dataset> of the repository."""
+    ckpt_fmap = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)["feature_map"]
+    candidate = Path("data") / "samples" / ckpt_fmap["dataset"]
+    if not (candidate / "feature_map.json").is_file():
+        raise MicnError(f"cannot find the samples of run {run_dir}: pass --samples DIR.")
+    return candidate
