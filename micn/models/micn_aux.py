@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from micn.data.batch import Batch
+from micn.models.base import history_mask
 from micn.nn.capsule import (
     SAMPLERS,
     B2IRouting,
@@ -122,9 +123,7 @@ class MICNAux(nn.Module):
     @torch.no_grad()
     def observe(self, batch: Batch) -> None:
         """Record the (item, category) pairs of a batch in `item_category` (targets and real behaviors)."""
-        real = batch.hist_items.shape[1] - batch.hist_len.unsqueeze(1) <= torch.arange(
-            batch.hist_items.shape[1], device=batch.hist_len.device
-        )  # (B, T), from hist_len: ids at padded positions are not trusted
+        real = history_mask(batch)  # (B, T), from hist_len: ids at padded positions are not trusted
         items = torch.cat([batch.item, batch.hist_items[real]])
         categories = torch.cat([batch.category, batch.hist_categories[real]])
         known = items >= 2  # OOV (1) stands for many items with different categories

@@ -1,0 +1,141 @@
+"""Step-time overhead of MICN: each backbone with and without the auxiliary capsule network.
+
+One training step = forward + loss (BCE + auxiliary losses, MICN's weighted by λ = 1) + backward
++ Adam step, at fixed shapes: batch 1024, max_len 20 and 100, e_orig 18 + 18, d_aux 36 (so the
+backbone with MICN sees 72-wide items), K_max 4, 3 routing iterations, 100 sampled negatives, on
+synthetic random ids (100k items, 1k categories, 10k users; history lengths uniform in
+1..max_len; half the rows positive). Warm-up steps, then rounds of timed steps (cycling over a
+handful of pre-built batches) that alternate between the two variants; each reports its best
+round, since on a shared machine other processes only ever make a round slower.
+
+The ratio is (step with MICN) / (step without); the target is <= 1.3x. Part of the overhead is
+not the capsule network at all: with MICN the backbone's item vectors are twice as wide (its
+first layers grow) and Adam updates a second 100k-row embedding table. The `backbone 72-wide`
+column isolates that: the backbone alone on a plain 36 + 36 item embedding, no MICN loss.
+With dense embedding gradients the per-step work on the tables (gradient fill, Adam) is a large
+share of a light backbone's step on CPU; `--fused` uses Adam(fused=True), which does that update
+several times faster than the default foreach implementation (the trainer uses the default).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/micn_overhead.py --threads 1
+    PYTHONPATH=. .venv/bin/python benchmarks/micn_overhead.py --threads 2
+    PYTHONPATH=. .venv/bin/python benchmarks/micn_overhead.py --threads 1 --fused
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+from micn.data.batch import Batch
+from micn.models import build_backbone
+from micn.models.micn_aux import MICNConfig
+from micn.models.with_micn import build_with_micn
+from micn.nn import ItemEmbedding
+
+N_ITEMS, N_CATEGORIES, N_USERS, D_ID = 100_000, 1_000, 10_000, 18
+
+
+def random_batch(B: int, T: int, g: torch.Generator) -> Batch:
+    """Left-padded synthetic batch; ids >= 2 (0 padding, 1 OOV), lengths uniform in 1..T."""
+    lengths = torch.randint(1, T + 1, (B,), generator=g)  # (B,)
+    mask = torch.arange(T).unsqueeze(0) >= (T - lengths).unsqueeze(1)  # (B, T)
+
+    def ids(n: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(2, n, shape, generator=g)
+
+    return Batch(
+        user=ids(N_USERS, (B,)),
+        item=ids(N_ITEMS, (B,)),
+        category=ids(N_CATEGORIES, (B,)),
+        hist_items=ids(N_ITEMS, (B, T)) * mask,
+        hist_categories=ids(N_CATEGORIES, (B, T)) * mask,
+        hist_neg_items=ids(N_ITEMS, (B, T)) * mask,
+        hist_neg_categories=ids(N_CATEGORIES, (B, T)) * mask,
+        hist_len=lengths,
+        label=(torch.arange(B) % 2 == 0).float(),  # positive / negative pairs, like the sample files
+    )
+
+
+def best_step_seconds(fns: dict[str, Callable[[int], None]], warmup: int, steps: int, rounds: int) -> dict[str, float]:
+    for fn in fns.values():
+        for i in range(warmup):
+            fn(i)
+    best = {key: float("inf") for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            for i in range(steps):
+                fn(warmup + i)
+            best[key] = min(best[key], (time.perf_counter() - start) / steps)
+    return best
+
+
+def step_fn(model: torch.nn.Module, batches: list[Batch], fused: bool) -> Callable[[int], None]:
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+
+    def step(i: int) -> None:
+        batch = batches[i % len(batches)]
+        out = model(batch)
+        loss = F.binary_cross_entropy_with_logits(out.logits, batch.label)
+        for aux in out.aux_losses.values():
+            loss = loss + aux  # λ = 1 and DIEN's weight 1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch.set_num_threads")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--max-lens", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--models", nargs="+", default=["wide_deep", "din", "dien"])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the best counts")
+    parser.add_argument("--fused", action="store_true", help="Adam(fused=True) instead of the foreach default")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    micn_cfg = MICNConfig(enabled=True, d_aux=2 * D_ID)
+
+    rows = []
+    for T in args.max_lens:
+        g = torch.Generator().manual_seed(T)
+        batches = [random_batch(args.batch_size, T, g) for _ in range(4)]
+        for name in args.models:
+            torch.manual_seed(0)
+            fns = {
+                "base": step_fn(build_backbone(name, None, ItemEmbedding(N_ITEMS, N_CATEGORIES, D_ID, D_ID), N_USERS),
+                                batches, args.fused),
+                "wide": step_fn(build_backbone(name, None, ItemEmbedding(N_ITEMS, N_CATEGORIES, 2 * D_ID, 2 * D_ID),
+                                               N_USERS), batches, args.fused),
+                "micn": step_fn(build_with_micn(name, N_USERS, N_ITEMS, N_CATEGORIES, D_ID, D_ID, micn_cfg), batches,
+                                args.fused),
+            }
+            ms = {k: 1e3 * s for k, s in best_step_seconds(fns, args.warmup, args.steps, args.rounds).items()}
+            rows.append((name, T, ms))
+
+    print(f"torch {torch.__version__}, cpu, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+          f"Adam {'fused' if args.fused else 'foreach'}, best of {args.rounds} alternating rounds of {args.steps} steps after {args.warmup} warm-up steps; "
+          f"MICN d_aux {micn_cfg.d_aux}, K_max {micn_cfg.k_max}, r {micn_cfg.iterations}, n_neg {micn_cfg.n_neg}")
+    print()
+    print("| backbone | max_len | base ms/step | +MICN ms/step | ratio | backbone 72-wide ms/step | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, T, ms in rows:
+        print(f"| {name} | {T} | {ms['base']:.1f} | {ms['micn']:.1f} | {ms['micn'] / ms['base']:.2f}x "
+              f"| {ms['wide']:.1f} | {ms['wide'] / ms['base']:.2f}x |")
+    print()
+    print("reproduce: PYTHONPATH=. " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+
+
+if __name__ == "__main__":
+    main()
