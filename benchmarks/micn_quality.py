@@ -2,11 +2,13 @@
 
 Data: generate_world("default", seed=2022) -> ingest -> build_samples(protocol="dien",
 max_len=20), built once under `--data` (default benchmarks/out/micn_quality/). For every
-backbone, variant (base | micn) and seed: Adam, `--epochs` epochs at `--batch-size`, the epoch
+backbone, variant (base | control | micn) and seed: Adam, `--epochs` epochs at `--batch-size`, the epoch
 with the best validation AUC is kept, and its test AUC / GAUC reported. Seeds pair the variants:
 the same seed gives the same training order, so the lift is paired and its 95 % interval is a t
 interval over the per-seed differences. The oracle AUC (the generator's Bayes-optimal score on
-the test rows) bounds what any model can reach.
+the test rows) bounds what any model can reach. The control is MICN with λ = 0: the backbone
+sees the same wider item vectors e_orig ⊕ e_aux but no MICN loss trains e_aux, which separates
+the auxiliary task's effect from the extra embedding width's.
 
 Training: `micn.train.train(..., micn=MICNConfig(...))` when the trainer takes a `micn`
 argument; otherwise this script's own loop over the trainer's pieces (`_train_epoch`,
@@ -143,7 +145,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--backbones", nargs="+", default=["wide_deep", "din", "dien"])
-    parser.add_argument("--variants", nargs="+", default=["base", "micn"], choices=["base", "micn"])
+    parser.add_argument("--variants", nargs="+", default=["base", "control", "micn"],
+                        choices=["base", "control", "micn"])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -169,9 +172,14 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
+    # "control" is MICN with λ = 0: the same wider item vectors e_orig ⊕ e_aux, no MICN loss. It
+    # separates what the auxiliary task brings from what the extra embedding width brings.
+    configs = {"base": None, "control": dataclasses.replace(micn, lambda_micn=0.0), "micn": micn}
+
     def key(backbone: str, variant: str, seed: int) -> str:
-        setting = {"backbone": backbone, "variant": variant, "seed": seed, "train": dataclasses.asdict(cfg),
-                   "micn": dataclasses.asdict(micn) if variant == "micn" else None}
+        config = configs[variant]
+        setting = {"backbone": backbone, "variant": "base" if config is None else "micn", "seed": seed,
+                   "train": dataclasses.asdict(cfg), "micn": dataclasses.asdict(config) if config else None}
         return hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
 
     for seed in seeds:
@@ -181,11 +189,11 @@ def main() -> None:
                 if k in results:
                     continue
                 t0 = time.perf_counter()
-                run = run_one(samples, backbone, seed, cfg, micn if variant == "micn" else None)
+                run = run_one(samples, backbone, seed, cfg, configs[variant])
                 results[k] = {"backbone": backbone, "variant": variant, "seed": seed, **run}
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
                 m = run["metrics"]
-                print(f"{backbone:9s} {variant:4s} seed {seed}: test AUC {m['auc']:.4f} GAUC {m['gauc']:.4f} "
+                print(f"{backbone:9s} {variant:7s} seed {seed}: test AUC {m['auc']:.4f} GAUC {m['gauc']:.4f} "
                       f"(valid {m['valid_auc']:.4f}, {time.perf_counter() - t0:.0f} s)", flush=True)
 
     from micn.data.dataset import SampleSet, load_feature_map
@@ -197,32 +205,41 @@ def main() -> None:
           f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs (best validation AUC), "
           f"{args.threads} threads; oracle test AUC {oracle:.4f}")
     print(f"MICN: λ {micn.lambda_micn}, φ {micn.phi}, d_aux {micn.d_aux}, K_max {micn.k_max}, r {micn.iterations}, "
-          f"p {micn.pow_p}, n_neg {micn.n_neg} ({micn.sampler}), σ {micn.routing_std}")
+          f"p {micn.pow_p}, n_neg {micn.n_neg} ({micn.sampler}), σ {micn.routing_std}; "
+          "control = the same with λ 0 (wider item vectors, no MICN loss)")
     print()
-    print("| backbone | metric | base | +MICN | paired lift [95 % CI] |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| backbone | metric | base | control (λ 0) | +MICN | lift vs base [95 % CI] | lift vs control [95 % CI] |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     purities = {}
+
+    def runs_of(backbone: str, variant: str) -> list[dict]:
+        return [results[key(backbone, variant, s)] for s in seeds if key(backbone, variant, s) in results]
+
     for backbone in args.backbones:
-        runs = {v: [results[key(backbone, v, s)]["metrics"] for s in seeds if key(backbone, v, s) in results]
-                for v in ("base", "micn")}
         for metric in ("auc", "gauc"):
-            base = [m[metric] for m in runs["base"]]
-            with_micn = [m[metric] for m in runs["micn"]]
-            lift = paired_lift(base, with_micn) if len(base) == len(with_micn) else "n/a"
-            print(f"| {backbone} | {metric.upper()} | {summarise(base)} | {summarise(with_micn)} | {lift} |")
-        found = [results[key(backbone, "micn", s)].get("purity") for s in seeds if key(backbone, "micn", s) in results]
-        purities[backbone] = [p for p in found if p]
-    if any(purities.values()):
+            values = {v: [r["metrics"][metric] for r in runs_of(backbone, v)] for v in configs}
+
+            def lift(reference: str) -> str:
+                same = len(values[reference]) == len(values["micn"]) == len(seeds)
+                return paired_lift(values[reference], values["micn"]) if same else "n/a"
+
+            print(f"| {backbone} | {metric.upper()} | {summarise(values['base'])} | {summarise(values['control'])} | "
+                  f"{summarise(values['micn'])} | {lift('base')} | {lift('control')} |")
+        purities[backbone] = {v: [r["purity"] for r in runs_of(backbone, v) if r.get("purity")]
+                              for v in ("control", "micn")}
+    if any(p for ps in purities.values() for p in ps.values()):
         print()
-        print("Capsule purity vs planted topics, test users with >= 2 interests (micn.interests.capsule_purity):")
+        print("Capsule purity vs planted topics, test users with >= 2 interests (micn.interests.capsule_purity);")
+        print("the control's capsules are routed over e_aux that no MICN loss trained:")
         print()
-        print("| backbone | runs | purity | shuffled assignment | one cluster (majority) | users |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
-        for backbone, ps in purities.items():
-            if ps:
-                print(f"| {backbone} | {len(ps)} | {summarise([p['purity'] for p in ps])} | "
-                      f"{summarise([p['shuffled'] for p in ps])} | {summarise([p['majority'] for p in ps])} | "
-                      f"{ps[0]['n_users']} |")
+        print("| backbone | variant | runs | purity | shuffled assignment | one cluster (majority) | users |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for backbone, by_variant in purities.items():
+            for variant, ps in by_variant.items():
+                if ps:
+                    print(f"| {backbone} | {variant} | {len(ps)} | {summarise([p['purity'] for p in ps])} | "
+                          f"{summarise([p['shuffled'] for p in ps])} | {summarise([p['majority'] for p in ps])} | "
+                          f"{ps[0]['n_users']} |")
     print()
     print("reproduce: PYTHONPATH=. " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
 
