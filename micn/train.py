@@ -11,7 +11,7 @@ BCE on the logits plus each named auxiliary loss times its weight.
 Checkpoints: after every epoch `checkpoint.pt` holds the model, optimizer, best state, history
 and RNG state; an interrupted run started again with the same arguments continues from its last
 finished epoch and ends, on CPU, exactly where an uninterrupted run would (the shuffling order
-of epoch e is drawn from a generator seeded by (seed, e), and torch's global RNG is restored).
+of epoch e is drawn from a generator seeded by (seed, e), and MICN's generator is restored).
 
 Outputs in `out_dir`: `metrics.json` (one run: dataset, protocol, backbone, variant, seed,
 params, test metrics, epochs, timings, git revision), `history.json` (per epoch), `model.pt`
@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ from micn.models.with_micn import build_with_micn, item_categories_of
 from micn.nn.embedding import ItemEmbedding
 
 SPLITS = ("train", "valid", "test")
+# Parameter initialisation draws from torch's process-wide RNG; runs started in parallel threads
+# (the grid's thread runner) take turns seeding it and building their model.
+_INIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,16 @@ def train(
     dataset: str | None = None,
     progress: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    metrics_path: str | Path | None = None,
+    history_path: str | Path | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Train (or resume) one run and write its outputs; returns the metrics.json content."""
+    """Train (or resume) one run and write its outputs; returns the metrics.json content.
+
+    `metrics_path`/`history_path` default to `out_dir`/metrics.json and history.json; `extra`
+    fields (e.g. the grid's run id) are added to the metrics record. Every random draw of the run
+    comes from its seed (model init under `_INIT_LOCK`, batch order and MICN's sampling from
+    per-run generators), so parallel runs in threads give the same results as sequential ones."""
     if backbone not in BACKBONES:
         raise MicnError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}.")
     fmap, splits = load_splits(samples_dir, dataset)
@@ -145,9 +157,13 @@ def train(
         torch.set_num_threads(cfg.threads)
 
     with_micn = micn is not None and micn.enabled
-    torch.manual_seed(seed)
     item_categories = item_categories_of(splits["train"], fmap["n_items"]) if with_micn else None
-    model = build_model(backbone, fmap, cfg, micn, item_categories).to(device)
+    with _INIT_LOCK:
+        torch.manual_seed(seed)
+        model = build_model(backbone, fmap, cfg, micn, item_categories)
+    model = model.to(device)
+    if with_micn:
+        model.micn.generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one fused kernel per step
     signature = {"backbone": backbone, "seed": seed, "config": dataclasses.asdict(cfg),
                  "micn": dataclasses.asdict(micn) if with_micn else None,
@@ -198,12 +214,20 @@ def train(
         "git_revision": _git_revision(),
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     torch.save({"model": state["best_state"], "backbone": backbone, "config": dataclasses.asdict(cfg),
                 "micn": dataclasses.asdict(micn) if with_micn else None, "feature_map": fmap}, out_dir / "model.pt")
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(Path(history_path or out_dir / "history.json"), history)
+    write_json(Path(metrics_path or out_dir / "metrics.json"), result)
     return result
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)  # readers never see half a file
 
 
 def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int, epoch: int, device, loss_fn,
@@ -245,19 +269,31 @@ def _resume(path: Path, model: nn.Module, optimizer, signature: dict) -> dict:
              "best_state": copy.deepcopy(model.state_dict()), "history": [], "signature": signature}
     if not path.exists():
         return fresh
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the user
+        raise MicnError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e}); delete it to train "
+                        "this run from scratch.") from e
     if ckpt["state"].get("signature") != signature:  # another run's checkpoint: never mix them
         return fresh
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["torch_rng"])
+    generator = _micn_generator(model)
+    if generator is not None and ckpt.get("micn_rng") is not None:
+        generator.set_state(ckpt["micn_rng"])
     return ckpt["state"]
+
+
+def _micn_generator(model: nn.Module) -> torch.Generator | None:
+    micn = getattr(model, "micn", None)
+    return getattr(micn, "generator", None)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
+    generator = _micn_generator(model)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                "torch_rng": torch.get_rng_state()}, tmp)
+                "micn_rng": None if generator is None else generator.get_state()}, tmp)
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
 
 

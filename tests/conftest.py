@@ -57,3 +57,40 @@ def tiny_samples(tiny_warehouse, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_samples")
     build_samples(tiny_warehouse, "tiny", out, protocol="dien", max_len=10, seed=1)
     return out
+
+
+def copy_repo(dst: Path, **params) -> Path:
+    """The repository's files as git sees them (tracked + new, not ignored; no data, no lock) in a
+    fresh git repository at `dst`, with `params` merged into params.yaml (section -> {key: value})."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    generated = ("data/", "dvc.lock", "metrics/", "reports/", "models/")
+    for rel in filter(None, files):
+        if (REPO / rel).is_file() and (not rel.startswith(generated) or rel.endswith(".gitignore")):
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    values = yaml.safe_load((dst / "params.yaml").read_text())
+    for section, updates in params.items():
+        for key, value in updates.items():
+            node = values[section]
+            *path, last = key.split(".")
+            for part in path:
+                node = node[part]
+            node[last] = value
+    (dst / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"]}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)
+    return dst
+
+
+TINY_PIPELINE = {  # the whole pipeline in about a minute: the tiny world, 2 epochs
+    "generate": {"profile": "tiny"},
+    "train": {"epochs": 2},
+}

@@ -110,6 +110,10 @@ class MICNAux(nn.Module):
         assert self.embedding.out_dim == cfg.d_aux, f"e_aux width {self.embedding.out_dim} != d_aux {cfg.d_aux}"
         self.routing = B2IRouting(cfg.d_aux, cfg.d_aux, cfg.k_max, cfg.iterations, cfg.routing_std)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))  # item index -> category index
+        # Source of the training-time randomness (routing logits, sampled candidates). The trainer
+        # gives each run its own seeded generator, so runs in parallel threads stay deterministic;
+        # None falls back to torch's process-wide RNG.
+        self.generator: torch.Generator | None = None
         if item_categories is not None:
             assert item_categories.shape == (n_items,), (
                 f"item_categories must be ({n_items},), one category per item index; got {tuple(item_categories.shape)}"
@@ -148,7 +152,7 @@ class MICNAux(nn.Module):
         hist_categories = batch.hist_categories[rows, T - L :]
         targets = batch.item[rows]  # (N,)
         neg_ids, neg_log_count = sample_candidates(self.cfg.n_neg, self.n_items, self.cfg.sampler,
-                                                   device=targets.device)  # (M,), (M,)
+                                                   generator=self.generator, device=targets.device)  # (M,), (M,)
 
         # One lookup for history, targets and candidates: one embedding backward instead of three.
         N, M = rows.numel(), neg_ids.numel()
@@ -158,6 +162,6 @@ class MICNAux(nn.Module):
         hist, target, sampled = e.split([N * L, N, M])  # split, not slices: its backward is one cat
         hist = hist.view(N, L, -1)  # (N, L, D); target (N, D), sampled (M, D)
 
-        routing = self.routing(hist, lengths)
+        routing = self.routing(hist, lengths, self.generator)
         user, _ = label_aware_attention(routing.capsules, routing.active, target, self.cfg.pow_p)  # (N, D)
         return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()

@@ -1,0 +1,101 @@
+"""The whole pipeline as one Prefect flow, for schedules: `dvc repro` in a repository checkout.
+
+DVC still decides what reruns (its lock file and cache), so a nightly run after new raw data
+lands redoes exactly the stages that changed. Each stage's `micn` command runs its own flow; with
+PREFECT_API_URL set (a worker or `micn serve` sets it) they report to the same server, so the UI
+shows this flow run and the stage flows beside it.
+
+    micn serve --repo . --cron "0 3 * * *"    # registers the deployment and runs its schedule
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+from prefect import flow, get_run_logger, serve, task
+from prefect.cache_policies import NO_CACHE
+from prefect.schedules import Cron
+
+from micn.errors import MicnError
+from micn.experiment import check_raw_data, load_experiment
+
+DEPLOYMENT = "nightly"
+
+
+@task(cache_policy=NO_CACHE)
+def preflight(repo: str) -> list[str]:
+    """Parameters valid and every enabled dataset's raw files present, before any work."""
+    root = Path(repo)
+    if not (root / "dvc.yaml").is_file():
+        raise MicnError(f"{root}: not a micn checkout (no dvc.yaml); pass the repository folder as `repo`.")
+    exp = load_experiment(root / "params.yaml")
+    check_raw_data(exp, root / "data" / "raw")
+    return exp.enabled_datasets
+
+
+def _bin(name: str) -> str:
+    here = Path(sys.executable).parent / name  # the environment this flow runs in
+    return str(here) if here.exists() else name
+
+
+@task(cache_policy=NO_CACHE)
+def dvc_repro(repo: str, force: bool = False) -> list[str]:
+    """`dvc repro` in `repo`, its output streamed to the run's log; returns the stages it ran."""
+    logger = get_run_logger()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [_bin("dvc"), "repro", *(["--force"] if force else [])]
+    ran, tail = [], []
+    with subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail = (tail + [line])[-30:]
+            if line.startswith("Running stage"):
+                ran.append(line.split("'")[1] if "'" in line else line)
+            if line:
+                logger.info(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` exited with {proc.returncode}:\n" + "\n".join(tail))
+    return ran
+
+
+@task(cache_policy=NO_CACHE)
+def summarize(repo: str) -> dict:
+    db = Path(repo) / "metrics" / "metrics.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        counts = dict(con.sql("select status, count(*) from runs group by status").fetchall())
+        failed = [r[0] for r in con.sql("select run_id from failed_runs").fetchall()]
+    return {"ok": counts.get("ok", 0), "failed": failed, "db": str(db)}
+
+
+@flow(name="micn-pipeline")
+def pipeline_flow(repo: str = ".", force: bool = False) -> dict:
+    """Check the inputs, `dvc repro` the repository, and summarise its metrics database.
+    The flow run fails when any run of the grid failed (the report marks which)."""
+    datasets = preflight(repo)
+    stages = dvc_repro(repo, force)
+    summary = summarize(repo)
+    get_run_logger().info("datasets %s; stages run: %s; %d runs ok, %d failed", ", ".join(datasets),
+                          ", ".join(stages) or "none (up to date)", summary["ok"], len(summary["failed"]))
+    if summary["failed"]:
+        raise RuntimeError(f"{len(summary['failed'])} run(s) of the grid failed: {', '.join(summary['failed'])}; "
+                           f"see {repo}/reports/report.md")
+    return {**summary, "stages": stages, "datasets": datasets}
+
+
+def serve_pipeline(repo: str, cron: str, timezone: str = "UTC", name: str = DEPLOYMENT) -> None:
+    """Register the `micn-pipeline/<name>` deployment with its cron schedule and run its flow
+    runs in this process until interrupted. Needs a real Prefect server (PREFECT_API_URL)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise MicnError("schedules need a Prefect server: start one with `prefect server start` and "
+                        "`export PREFECT_API_URL=http://127.0.0.1:4200/api` before `micn serve`.")
+    repo = str(Path(repo).resolve())
+    deployment = pipeline_flow.to_deployment(
+        name=name, schedules=[Cron(cron, timezone=timezone)], parameters={"repo": repo},
+        description=f"`dvc repro` of {repo} on the cron schedule {cron!r} ({timezone})", tags=["micn"])
+    serve(deployment)

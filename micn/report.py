@@ -1,0 +1,296 @@
+"""Per-run result files → `metrics/metrics.duckdb` → `reports/report.md` with PNG plots.
+
+    build_metrics_db("metrics", "metrics/metrics.duckdb") -> counts   one writer, after the grid
+    write_report("metrics/metrics.duckdb", "reports") -> Report        markdown, figures, DVC plot data
+
+The database holds tables `runs` (one row per trained model or failed run) and `history` (one
+row per run and epoch), the table macro `paper_cells(experiment)` and the views `paper_table2`
+(backbones ± MICN), `paper_table3` (φ sweep), `paper_table4` (history length) and `failed_runs`.
+SQL lives in sql/metrics/. The file is built beside the old one and renamed over it, so a failed
+build leaves the previous database intact and readers never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
+from scipy import stats  # noqa: E402  (scikit-learn's own dependency)
+
+from micn.data.sql import create_table_as, load_sql, run_script  # noqa: E402
+from micn.errors import MicnError  # noqa: E402
+
+TABLES = {
+    "paper_table2": "Table 2: backbones with and without MICN",
+    "paper_table3": "Table 3: φ (gradient blend into e_aux) for MICN",
+    "paper_table4": "Table 4: history length (max_len) with and without MICN",
+}
+BACKBONE_NAMES = {"wide_deep": "Wide&Deep", "din": "DIN", "dien": "DIEN"}
+T_DF_MAX = 500  # t quantiles are tabulated for 1..T_DF_MAX degrees of freedom
+
+
+def build_metrics_db(metrics_dir: str | Path, db_path: str | Path) -> dict[str, int]:
+    """Build the metrics database from metrics_dir/runs/*/*.json and metrics_dir/history/*/*.json."""
+    metrics_dir, db_path = Path(metrics_dir), Path(db_path)
+    runs = sorted(str(p) for p in (metrics_dir / "runs").glob("*/*.json"))
+    history = sorted(str(p) for p in (metrics_dir / "history").glob("*/*.json"))
+    if not runs:
+        raise MicnError(f"{metrics_dir}/runs/ holds no run records (<dataset>/<run>.json); run the grid first "
+                        "(`dvc repro train` or `micn grid`).")
+    tmp = db_path.with_name(db_path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with duckdb.connect(str(tmp)) as con:
+            try:
+                create_table_as(con, "runs", "metrics/runs", {"files": runs}, temp=False)
+            except duckdb.Error as e:
+                raise MicnError(f"{metrics_dir}/runs: a run record is not valid JSON of the expected shape: {e}") from None
+            bad = con.sql("select source_file from runs where run_id is null or status not in ('ok', 'failed') "
+                          "or (status = 'ok' and auc is null)").fetchall()
+            if bad:
+                raise MicnError(f"{bad[0][0]}: not a run record (needs run_id, status ok|failed and, when ok, "
+                                "metrics.auc); it was not written by the grid.")
+            run_script(con, "metrics/history_schema")
+            if history:  # none when every run failed
+                con.execute(f"insert into history by name ({load_sql('metrics/history')})", {"files": history})
+            con.execute("create table t_quantiles as select unnest($df) as df, unnest($t) as t975",
+                        {"df": list(range(1, T_DF_MAX + 1)),
+                         "t": [float(stats.t.ppf(0.975, df)) for df in range(1, T_DF_MAX + 1)]})
+            run_script(con, "metrics/paper_cells")
+            run_script(con, "metrics/views")
+            counts = dict(con.sql("select status, count(*) from runs group by status").fetchall())
+            counts["history_rows"] = con.sql("select count(*) from history").fetchall()[0][0]
+        os.replace(tmp, db_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "history_rows": counts["history_rows"]}
+
+
+@dataclass
+class Report:
+    markdown: str
+    path: Path
+    figures: list[Path] = field(default_factory=list)
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # view name -> rows (for artifacts)
+    failed: list[dict] = field(default_factory=list)
+
+
+def read_views(db_path: str | Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(paper tables by view name, runs, history, failed runs) from the metrics database."""
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        tables = {name: con.sql(f"select * from {name}").pl() for name in TABLES}
+        runs = con.sql("select * exclude (params) from runs").pl()
+        history = con.sql("select * from history").pl()
+        failed = con.sql("select * from failed_runs").pl()
+    return tables, runs, history, failed
+
+
+def write_report(db_path: str | Path, out_dir: str | Path) -> Report:
+    """reports/report.md, reports/figures/*.png and reports/auc.json (DVC bar plot data)."""
+    out_dir = Path(out_dir)
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for old in figures_dir.glob("*.png"):  # figures of experiments no longer in the grid
+        old.unlink()
+    tables, runs, history, failed = read_views(db_path)
+    figures = [auc_figure(tables["paper_table2"], figures_dir / "auc_by_backbone.png"),
+               learning_curves_figure(runs, history, figures_dir / "learning_curves.png")]
+    if tables["paper_table3"].height:
+        figures.append(sweep_figure(tables["paper_table3"], "phi", "φ", figures_dir / "phi_sweep.png"))
+    if tables["paper_table4"].height:
+        figures.append(sweep_figure(tables["paper_table4"], "max_len", "max_len", figures_dir / "max_len.png"))
+    figures = [f for f in figures if f is not None]
+    bars = [{"cell": f"{r['dataset']} {BACKBONE_NAMES.get(r['backbone'], r['backbone'])} {r['variant']}",
+             "auc_mean": r["auc_mean"], "auc_std": r["auc_std"], "runs": r["n_runs"]}
+            for r in tables["paper_table2"].iter_rows(named=True) if r["auc_mean"] is not None]
+    (out_dir / "auc.json").write_text(json.dumps(bars, indent=2) + "\n")
+
+    markdown = render_markdown(tables, runs, failed, [f.relative_to(out_dir) for f in figures])
+    path = out_dir / "report.md"
+    path.write_text(markdown)
+    return Report(markdown=markdown, path=path, figures=figures,
+                  tables={k: _plain(v) for k, v in tables.items() if v.height},
+                  failed=failed.to_dicts())
+
+
+def _plain(df: pl.DataFrame) -> list[dict]:
+    return [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()} for row in df.to_dicts()]
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_std(mean, std) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def _lift(row: dict) -> str:
+    if row.get("lift_mean") is None:
+        return "–"
+    if row.get("lift_ci_low") is None:
+        return f"{row['lift_mean']:+.4f} (1 pair)"
+    return f"{row['lift_mean']:+.4f} [{row['lift_ci_low']:+.4f}, {row['lift_ci_high']:+.4f}]"
+
+
+def _runs(row: dict) -> str:
+    return f"{row['n_runs']}" + (f" (**{row['n_failed']} failed**)" if row["n_failed"] else "")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _cell_rows(df: pl.DataFrame, first: str) -> list[list[str]]:
+    rows = []
+    for r in df.iter_rows(named=True):
+        lead = {"backbone": BACKBONE_NAMES.get(r["backbone"], r["backbone"]),
+                "phi": "–" if r["phi"] is None else f"{r['phi']:g}",
+                "max_len": str(r["max_len"])}[first]
+        rows.append([r["dataset"], lead, "MICN" if r["variant"] == "micn" else "base", _mean_std(r["auc_mean"], r["auc_std"]),
+                     _mean_std(r["gauc_mean"], r["gauc_std"]), _fmt(r["logloss_mean"]), _lift(r), _runs(r),
+                     _fmt(r["oracle_auc"])])
+    return rows
+
+
+def render_markdown(tables: dict[str, pl.DataFrame], runs: pl.DataFrame, failed: pl.DataFrame,
+                    figures: list[Path]) -> str:
+    ok = runs.filter(pl.col("status") == "ok")
+    revisions = sorted({r for r in ok["git_revision"].to_list() if r})
+    out = [
+        "# MICN experiment report",
+        "",
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from `metrics/metrics.duckdb`: "
+        f"{ok.height} runs finished, {failed.height} failed; datasets: {', '.join(sorted(set(runs['dataset'])))}; "
+        f"code revision(s): {', '.join(r[:10] for r in revisions) or 'unknown'}.",
+        "",
+        "Test metrics are mean ± sample standard deviation over seeds. **Lift** is the paired MICN − base "
+        "difference of test AUC (same dataset, history length, backbone and seed) with its 95 % t interval. "
+        "The oracle AUC is the Bayes-optimal scorer of the synthetic world (the ceiling; real data has none).",
+        "",
+    ]
+    if failed.height:
+        out += ["> **Warning: some runs failed** after their retries; their cells below count them as failed and "
+                "leave them out of the means. See *Failed runs*.", ""]
+    headers = ["dataset", "", "variant", "test AUC", "GAUC", "logloss", "lift vs base [95 % CI]", "runs", "oracle AUC"]
+    firsts = {"paper_table2": "backbone", "paper_table3": "phi", "paper_table4": "max_len"}
+    for name, title in TABLES.items():
+        df = tables[name]
+        if name == "paper_table3":  # φ rows are DIEN+MICN; keep its base rows for reference
+            df = df.sort(["dataset", "backbone", "variant", "phi"], nulls_last=False)
+        out += [f"## {title}", ""]
+        if not df.height:
+            hint = {"paper_table3": "experiments.table3.enabled=true", "paper_table4": "experiments.table4.enabled=true"}
+            out += [f"Not run. Enable it with `dvc exp run -S {hint.get(name, 'experiments.table2.enabled=true')}`.", ""]
+            continue
+        hdr = list(headers)
+        hdr[1] = {"backbone": "backbone", "phi": "φ", "max_len": "max_len"}[firsts[name]]
+        if firsts[name] != "backbone":
+            hdr[1] = f"{hdr[1]} ({', '.join(sorted({BACKBONE_NAMES.get(b, b) for b in df['backbone']}))})"
+        out += [_table(hdr, _cell_rows(df, firsts[name])), ""]
+    out += ["## Figures", ""]
+    out += [f"![{f.stem}]({f.as_posix()})" for f in figures] + [""]
+    if failed.height:
+        out += ["## Failed runs", "", _table(["run", "attempts", "error"], [
+            [r["run_id"], str(r["attempts"]), (r["error"] or "").replace("|", "\\|").replace("\n", " ")[:300]]
+            for r in failed.iter_rows(named=True)]), ""]
+    out += ["## Runs", "", _table(
+        ["run", "status", "test AUC", "GAUC", "logloss", "epochs", "train s", "samples/s"],
+        [[r["run_id"], r["status"], _fmt(r["auc"]), _fmt(r["gauc"]), _fmt(r["logloss"]),
+          "–" if r["epochs"] is None else str(r["epochs"]), _fmt(r["train_seconds"], 1), _fmt(r["samples_per_s"], 0)]
+         for r in runs.sort("run_id").iter_rows(named=True)]), ""]
+    return "\n".join(out)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: same data, same bytes
+    plt.close(fig)
+    return path
+
+
+def auc_figure(table2: pl.DataFrame, path: Path) -> Path | None:
+    """Test AUC (mean, error bar = std over seeds) per backbone ± MICN, one panel per dataset; the
+    oracle ceiling as a dashed line where it is known."""
+    df = table2.filter(pl.col("auc_mean").is_not_null())
+    if not df.height:
+        return None
+    datasets = sorted(set(df["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        d = df.filter(pl.col("dataset") == dataset)
+        backbones = list(dict.fromkeys(d["backbone"]))
+        for i, variant in enumerate(("base", "micn")):
+            v = {r["backbone"]: r for r in d.filter(pl.col("variant") == variant).iter_rows(named=True)}
+            xs = [j + (i - 0.5) * 0.38 for j, b in enumerate(backbones) if b in v]
+            ax.bar(xs, [v[b]["auc_mean"] for b in backbones if b in v], width=0.38,
+                   yerr=[v[b]["auc_std"] or 0 for b in backbones if b in v], capsize=4,
+                   label="+ MICN" if variant == "micn" else "base", color="#d95f02" if variant == "micn" else "#7570b3")
+        oracle = d["oracle_auc"].drop_nulls()
+        if oracle.len():
+            ax.axhline(oracle.mean(), ls="--", color="black", lw=1, label=f"oracle {oracle.mean():.3f}")
+        lows = (d["auc_mean"] - d["auc_std"].fill_null(0)).min()
+        top = max(d["auc_mean"].max(), oracle.max() if oracle.len() else 0)
+        ax.set_ylim(max(0.0, lows - 0.03), min(1.0, top + 0.02))
+        ax.set_xticks(range(len(backbones)), [BACKBONE_NAMES.get(b, b) for b in backbones])
+        ax.set_ylabel("test AUC")
+        ax.set_title(f"{dataset}: test AUC, mean ± std over seeds")
+        ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def learning_curves_figure(runs: pl.DataFrame, history: pl.DataFrame, path: Path) -> Path | None:
+    """Validation AUC per epoch, one thin line per run, one panel per backbone."""
+    if not history.height:
+        return None
+    h = history.join(runs.select("run_id", "dataset", "backbone", "variant"), on="run_id")
+    backbones = sorted(set(runs["backbone"]), key=lambda b: (list(BACKBONE_NAMES).index(b) if b in BACKBONE_NAMES else 9, b))
+    fig, axes = plt.subplots(1, len(backbones), figsize=(4.5 * len(backbones), 3.6), squeeze=False, sharey=True)
+    for ax, backbone in zip(axes[0], backbones):
+        for run_id, g in h.filter(pl.col("backbone") == backbone).group_by("run_id", maintain_order=True):
+            g = g.sort("epoch")
+            micn = g["variant"][0] == "micn"
+            ax.plot(g["epoch"], g["valid_auc"], marker="o", ms=3, lw=1, alpha=0.7,
+                    color="#d95f02" if micn else "#7570b3")
+        ax.plot([], [], color="#7570b3", label="base")
+        ax.plot([], [], color="#d95f02", label="+ MICN")
+        ax.set_title(f"{BACKBONE_NAMES.get(backbone, backbone)}: validation AUC")
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("validation AUC")
+    return _save(fig, path)
+
+
+def sweep_figure(table: pl.DataFrame, column: str, label: str, path: Path) -> Path | None:
+    """Test AUC against φ or max_len (MICN rows; base as a reference line or second series)."""
+    df = table.filter(pl.col("auc_mean").is_not_null())
+    if not df.height:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (dataset, backbone, variant), g in df.group_by(["dataset", "backbone", "variant"], maintain_order=True):
+        name = f"{dataset} {BACKBONE_NAMES.get(backbone, backbone)}{' + MICN' if variant == 'micn' else ''}"
+        if column == "phi" and variant == "base":
+            ax.axhline(g["auc_mean"][0], ls="--", lw=1, color="grey", label=f"{name} (no MICN)")
+            continue
+        g = g.sort(column)
+        ax.errorbar(g[column], g["auc_mean"], yerr=g["auc_std"].fill_null(0), marker="o", capsize=3, label=name)
+    ax.set_xlabel(label)
+    ax.set_ylabel("test AUC")
+    ax.set_title(f"test AUC against {label}, mean ± std over seeds")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

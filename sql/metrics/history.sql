@@ -1,0 +1,16 @@
+-- One row per run and epoch, from metrics/history/<dataset>/<run>.json (a JSON array per file);
+-- the run id is the file's last two path parts. $files: the list of history files.
+with epochs as (
+    select * from read_json($files, format = 'array', filename = true, columns = {
+        epoch: 'INTEGER', samples: 'BIGINT', seconds: 'DOUBLE', samples_per_s: 'DOUBLE',
+        train_loss: 'DOUBLE', train_dien_aux: 'DOUBLE', train_micn: 'DOUBLE',
+        valid_auc: 'DOUBLE', valid_gauc: 'DOUBLE', valid_logloss: 'DOUBLE'})
+),
+final as (
+    select
+        regexp_extract(filename, '([^/]+/[^/]+)\.json$', 1) as run_id,
+        epoch, samples, seconds, samples_per_s, train_loss, train_dien_aux, train_micn,
+        valid_auc, valid_gauc, valid_logloss
+    from epochs
+)
+select * from final

@@ -1,0 +1,111 @@
+"""params.yaml's experiment sections → the grid's runs; raw-data checks; task-runner choice."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from micn.errors import MicnError
+from micn.experiment import (
+    ADDRESS_ENV,
+    GridConfig,
+    check_raw_data,
+    load_experiment,
+    plan_runs,
+)
+from tests.conftest import REPO
+
+
+def write_params(tmp_path, **sections) -> str:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in sections.items():
+        params[key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def test_repository_params_plan_table2_over_every_backbone_variant_and_seed():
+    exp = load_experiment(REPO / "params.yaml")
+    runs = plan_runs(exp)
+    t2 = exp.experiments["table2"]
+    assert exp.enabled_datasets == ["synthetic"]
+    assert len(runs) == len(t2.backbones) * len(t2.variants) * len(exp.grid.seeds)
+    assert {r.run_id for r in runs} >= {f"synthetic/din-micn-phi{exp.micn.phi:g}-len20-seed{s}" for s in exp.grid.seeds}
+    assert all(r.phi is None for r in runs if r.variant == "base")
+    assert all(r.experiments == ("table2",) for r in runs)
+    assert exp.samples_needed() == [("synthetic", 20)]
+
+
+def test_tables_3_and_4_add_their_runs_once_and_remember_who_asked(tmp_path):
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    experiments = base["experiments"]
+    experiments["table3"]["enabled"] = True
+    experiments["table4"]["enabled"] = True
+    exp = load_experiment(write_params(tmp_path, experiments=experiments, grid={"seeds": [1, 2]}))
+    runs = plan_runs(exp)
+    ids = [r.run_id for r in runs]
+    assert len(ids) == len(set(ids))
+    phis = experiments["table3"]["phis"]
+    lens = experiments["table4"]["max_lens"]
+    # table2: 3 backbones x 2 variants; table3: DIEN base + one MICN run per φ; table4: DIEN ± MICN per length
+    expected = {(b, v, 20, None if v == "base" else 0.3) for b in ("wide_deep", "din", "dien") for v in ("base", "micn")}
+    expected |= {("dien", "base", 20, None)} | {("dien", "micn", 20, p) for p in phis}
+    expected |= {("dien", v, n, None if v == "base" else 0.3) for n in lens for v in ("base", "micn")}
+    assert {(r.backbone, r.variant, r.max_len, r.phi) for r in runs} == expected
+    assert len(runs) == 2 * len(expected)
+    shared = next(r for r in runs if r.run_id == "synthetic/dien-micn-phi0.3-len20-seed1")
+    assert shared.experiments == ("table2", "table3", "table4")
+    assert next(r for r in runs if r.run_id == "synthetic/dien-micn-phi0.7-len20-seed2").experiments == ("table3",)
+    assert exp.samples_needed() == [("synthetic", n) for n in sorted(set(lens) | {20})]
+
+
+@pytest.mark.parametrize("section, value, needle", [
+    ("experiments", {"table2": {"enabled": True, "backbones": ["lstm"]}}, "experiments.table2: backbones: unknown lstm"),
+    ("experiments", {"table3": {"enabled": True, "phis": [1.5]}}, "phis must lie in [0, 1]"),
+    ("experiments", {"table2": {"enabled": False}}, "experiments: none is enabled"),
+    ("experiments", {"table2": {"enabled": True, "colour": "red"}}, "experiments.table2: unknown key(s) colour"),
+    ("datasets", {"synthetic": {"enabled": False}}, "datasets: no dataset is enabled"),
+    ("datasets", {"synthetic": {"enabled": True, "max_len": 0}}, "datasets.synthetic: max_len must be >= 1"),
+    ("datasets", {"a/b": {"enabled": True}}, "datasets.a/b: a dataset name may hold"),
+    ("grid", {"seeds": []}, "grid: seeds must list at least one seed"),
+    ("grid", {"seeds": [1, 1]}, "seeds must be distinct"),
+    ("grid", {"runner": "spark"}, "runner must be one of"),
+])
+def test_bad_experiment_parameters_are_named(tmp_path, section, value, needle):
+    with pytest.raises(MicnError) as e:
+        load_experiment(write_params(tmp_path, **{section: value}))
+    assert needle in str(e.value)
+
+
+def test_enabled_real_dataset_without_raw_files_names_the_expected_paths(tmp_path):
+    datasets = {"synthetic": {"enabled": True}, "electronics": {"enabled": True, "max_len": 10},
+                "books": {"enabled": True}}
+    exp = load_experiment(write_params(tmp_path, datasets=datasets))
+    raw = tmp_path / "raw"
+    (raw / "books").mkdir(parents=True)
+    (raw / "books" / "Books_5.json.gz").write_bytes(b"")  # reviews present, metadata missing
+    with pytest.raises(MicnError) as e:
+        check_raw_data(exp, raw)
+    msg = str(e.value)
+    assert f"{raw}/electronics/reviews_Electronics_5.json.gz (2014) or {raw}/electronics/Electronics_5.json.gz (2018)" in msg
+    assert f"{raw}/electronics/meta_Electronics.json.gz" in msg
+    assert f"{raw}/books/meta_Books.json.gz is missing" in msg and "Books_5.json.gz (2018)" not in msg
+    assert "jmcauley.ucsd.edu" in msg and "enabled: false" in msg
+    (raw / "books" / "meta_Books.json.gz").write_bytes(b"")
+    for name in ("reviews_Electronics_5.json", "meta_Electronics.json"):
+        (raw / "electronics").mkdir(exist_ok=True)
+        (raw / "electronics" / name).write_bytes(b"")
+    check_raw_data(exp, raw)  # all present: no error (the synthetic dataset is the generate stage's)
+
+
+def test_runner_follows_address_and_environment(monkeypatch):
+    monkeypatch.delenv(ADDRESS_ENV, raising=False)
+    assert GridConfig().resolved() == ("thread", None)
+    assert GridConfig(address="tcp://10.0.0.5:8786").resolved() == ("dask", "tcp://10.0.0.5:8786")
+    assert GridConfig(address="ray://head:10001").resolved() == ("ray", "ray://head:10001")
+    monkeypatch.setenv(ADDRESS_ENV, "tcp://scheduler:8786")
+    assert GridConfig(address="tcp://10.0.0.5:8786").resolved() == ("dask", "tcp://scheduler:8786")
+    monkeypatch.delenv(ADDRESS_ENV)
+    with pytest.raises(MicnError, match="no cluster address"):
+        GridConfig(runner="dask").resolved()
