@@ -303,6 +303,9 @@ def _grid(args: argparse.Namespace) -> None:
     print(f"{len(runs) - len(failed)} of {len(runs)} runs ok" + (f"; {len(out['pruned'])} old run(s) removed" if out["pruned"] else ""))
     for r in failed:
         print(f"FAILED {r['run_id']} after {r['attempts']} attempt(s): {r['error']}", file=sys.stderr)
+    if failed:
+        print(f"the failures are recorded in {args.root}/metrics/runs and marked in the report; once fixed, retrain only them with "
+              "`dvc repro --force --single-item train && dvc repro`", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> None:

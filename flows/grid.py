@@ -73,8 +73,9 @@ def check_dask(address: str, timeout_s: float) -> int:
 
 
 def check_samples(exp: Experiment, root: str | Path) -> None:
+    files = ("feature_map.json", "train.parquet", "valid.parquet", "test.parquet")
     missing = [str(samples_dir(Path(root), d, n)) for d, n in exp.samples_needed()
-               if not (samples_dir(Path(root), d, n) / "feature_map.json").is_file()]
+               if not all((samples_dir(Path(root), d, n) / f).is_file() for f in files)]
     if missing:
         raise MicnError(f"the grid needs samples that are not built: {', '.join(missing)}; run the samples stage "
                         "(`dvc repro samples`) first.")
@@ -84,6 +85,7 @@ def check_samples(exp: Experiment, root: str | Path) -> None:
 def grid_flow(params: str = "params.yaml", root: str = ".") -> dict:
     """Train every run of the enabled experiments; returns {"runs": [...records], "pruned": [...]}."""
     logger = get_run_logger()
+    root = str(Path(root).resolve())  # workers in other processes (Dask, Ray) get an absolute path
     exp = load_experiment(params)
     check_samples(exp, root)
     planned = plan_runs(exp)

@@ -29,7 +29,7 @@ def report_flow(metrics_dir: str = "metrics", db: str = "metrics/metrics.duckdb"
     report = render(db, out)
     for name, rows in report.tables.items():
         create_table_artifact(key=name.replace("_", "-"), table=rows, description=TABLES[name])
-    create_markdown_artifact(key="micn-report", markdown=report.markdown, description="reports/report.md")
+    create_markdown_artifact(key="micn-report", markdown=report.markdown, description=str(report.path))
     if report.failed:
         get_run_logger().warning("%d run(s) failed and are marked in %s: %s", len(report.failed), report.path,
                                  ", ".join(r["run_id"] for r in report.failed))

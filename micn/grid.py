@@ -11,8 +11,8 @@ Files per run (paths from `RunSpec`):
     models/<run_id>/               model.pt (best weights) and checkpoint.pt (resume point)
 
 A finished run is reused, not retrained, when its record has status "ok" and the same
-*signature*: the run's settings, the content hash of its samples and the hash of the `micn`
-package's code. DVC reruns the grid stage when any of those change, so without this a new
+*signature*: the run's settings, the content hash of its samples and the hash of the training
+code (`TRAINING_CODE`). A checkpoint is resumed only under the same signature. DVC reruns the grid stage when any of those change, so without this a new
 experiment (say, Table 3's φ sweep) would retrain every run that already exists.
 """
 
@@ -32,11 +32,21 @@ from micn.train import train, write_json
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+# The modules a trained model's result depends on (also the `train` stage's code deps in dvc.yaml);
+# editing the report, ingest or the generator does not retrain anything.
+TRAINING_CODE = ("train.py", "evaluate.py", "config.py", "models", "nn", "data/dataset.py", "data/batch.py",
+                 "data/oracle.py")
+
+
 @lru_cache(maxsize=1)
 def code_hash() -> str:
-    """blake2b of every .py file of the `micn` package (path and bytes)."""
+    """blake2b of the training code (`TRAINING_CODE`: paths and bytes of its .py files)."""
     h = hashlib.blake2b(digest_size=16)
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    files = []
+    for name in TRAINING_CODE:
+        path = PACKAGE_DIR / name
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    for path in files:
         h.update(str(path.relative_to(PACKAGE_DIR)).encode())
         h.update(path.read_bytes())
     return h.hexdigest()

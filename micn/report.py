@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -55,7 +54,7 @@ def build_metrics_db(metrics_dir: str | Path, db_path: str | Path) -> dict[str, 
                 create_table_as(con, "runs", "metrics/runs", {"files": runs}, temp=False)
             except duckdb.Error as e:
                 raise MicnError(f"{metrics_dir}/runs: a run record is not valid JSON of the expected shape: {e}") from None
-            bad = con.sql("select source_file from runs where run_id is null or status not in ('ok', 'failed') "
+            bad = con.sql("select source_file from runs where run_id is null or status is null or status not in ('ok', 'failed') "
                           "or (status = 'ok' and auc is null)").fetchall()
             if bad:
                 raise MicnError(f"{bad[0][0]}: not a run record (needs run_id, status ok|failed and, when ok, "
@@ -115,7 +114,7 @@ def write_report(db_path: str | Path, out_dir: str | Path) -> Report:
             for r in tables["paper_table2"].iter_rows(named=True) if r["auc_mean"] is not None]
     (out_dir / "auc.json").write_text(json.dumps(bars, indent=2) + "\n")
 
-    markdown = render_markdown(tables, runs, failed, [f.relative_to(out_dir) for f in figures])
+    markdown = render_markdown(tables, runs, failed, [f.relative_to(out_dir) for f in figures], Path(db_path).as_posix())
     path = out_dir / "report.md"
     path.write_text(markdown)
     return Report(markdown=markdown, path=path, figures=figures,
@@ -140,7 +139,7 @@ def _mean_std(mean, std) -> str:
 def _lift(row: dict) -> str:
     if row.get("lift_mean") is None:
         return "–"
-    if row.get("lift_ci_low") is None:
+    if row.get("n_pairs") == 1:
         return f"{row['lift_mean']:+.4f} (1 pair)"
     return f"{row['lift_mean']:+.4f} [{row['lift_ci_low']:+.4f}, {row['lift_ci_high']:+.4f}]"
 
@@ -168,13 +167,13 @@ def _cell_rows(df: pl.DataFrame, first: str) -> list[list[str]]:
 
 
 def render_markdown(tables: dict[str, pl.DataFrame], runs: pl.DataFrame, failed: pl.DataFrame,
-                    figures: list[Path]) -> str:
+                    figures: list[Path], db_name: str = "metrics/metrics.duckdb") -> str:
     ok = runs.filter(pl.col("status") == "ok")
     revisions = sorted({r for r in ok["git_revision"].to_list() if r})
     out = [
         "# MICN experiment report",
         "",
-        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} from `metrics/metrics.duckdb`: "
+        f"From `{db_name}`: "
         f"{ok.height} runs finished, {failed.height} failed; datasets: {', '.join(sorted(set(runs['dataset'])))}; "
         f"code revision(s): {', '.join(r[:10] for r in revisions) or 'unknown'}.",
         "",

@@ -144,7 +144,8 @@ def train(
     """Train (or resume) one run and write its outputs; returns the metrics.json content.
 
     `metrics_path`/`history_path` default to `out_dir`/metrics.json and history.json; `extra`
-    fields (e.g. the grid's run id) are added to the metrics record. Every random draw of the run
+    fields (e.g. the grid's run id) are added to the metrics record, and its "signature" (the
+    grid's hash of code, samples and settings) must match for a checkpoint to be resumed. Every random draw of the run
     comes from its seed (model init under `_INIT_LOCK`, batch order and MICN's sampling from
     per-run generators), so parallel runs in threads give the same results as sequential ones."""
     if backbone not in BACKBONES:
@@ -168,7 +169,8 @@ def train(
     signature = {"backbone": backbone, "seed": seed, "config": dataclasses.asdict(cfg),
                  "micn": dataclasses.asdict(micn) if with_micn else None,
                  "samples": {k: fmap.get(k) for k in ("dataset", "protocol", "seed", "max_len", "n_users", "n_items",
-                                                      "n_categories", "counts")}}
+                                                      "n_categories", "counts")},
+                 "run": (extra or {}).get("signature")}  # the grid's hash of code + samples + settings
     state = _resume(out_dir / "checkpoint.pt", model, optimizer, signature)
     loss_fn = nn.BCEWithLogitsLoss()
     aux_weights = cfg.aux_weights(micn)

@@ -56,6 +56,18 @@ def test_run_writes_its_files_and_an_unchanged_run_is_reused(root):
     assert again["reused"] and again["metrics"] == first["metrics"]
     assert model.stat().st_mtime_ns == stamp  # not retrained
 
+    import micn.grid
+
+    original = micn.grid.code_hash
+    try:  # a code change: same settings, so only the grid's signature tells the finished checkpoint apart
+        micn.grid.code_hash = lambda: "edited-code"
+        epochs_trained = []
+        recoded = run_one(spec, exp, root, on_epoch_end=lambda epoch, row: epochs_trained.append(epoch))
+    finally:
+        micn.grid.code_hash = original
+    assert not recoded["reused"] and recoded["signature"] != first["signature"]
+    assert epochs_trained == list(range(1, first["epochs"] + 1))  # trained again, not the finished checkpoint resumed
+
     changed = tiny_experiment(lr=5e-3)  # any training parameter changes the signature
     retrained = run_one(spec, changed, root)
     assert not retrained["reused"] and retrained["signature"] != first["signature"]

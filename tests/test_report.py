@@ -133,6 +133,9 @@ def test_bad_record_is_named_and_the_previous_database_survives(metrics_dir, tmp
     with pytest.raises(MicnError, match="zz-stray.json: not a run record"):
         build_metrics_db(d, db)
     assert db.read_bytes() == before
+    bad.write_text(json.dumps({"run_id": "synthetic/zz-stray", "metrics": {"auc": 0.7}}))  # no status
+    with pytest.raises(MicnError, match="zz-stray.json: not a run record"):
+        build_metrics_db(d, db)
     bad.write_text("{not json")
     with pytest.raises(MicnError, match="not valid JSON"):
         build_metrics_db(d, db)

@@ -1,7 +1,8 @@
 -- paper_cells(experiment): one row per (dataset, protocol, max_len, backbone, variant, phi) of the
 -- runs an experiment asked for: test metrics as mean ± sample std over seeds, runs counted (ok and
 -- failed), and, on MICN rows, the paired lift over the base run of the same dataset, length,
--- backbone and seed: mean difference of test AUC with a 95 % t interval.
+-- backbone and seed: mean difference of test AUC with a 95 % t interval (normal beyond 500 pairs;
+-- none for one pair). The base runs must be asked for by the same experiment.
 create or replace macro paper_cells(experiment) as table
 with asked as (
     select * from runs where list_contains(experiments, experiment)
@@ -39,11 +40,12 @@ final as (
     select c.dataset, c.protocol, c.max_len, c.backbone, c.variant, c.phi,
            c.n_runs, c.n_failed,
            c.auc_mean, c.auc_std,
-           printf('%.4f ± %.4f', c.auc_mean, coalesce(c.auc_std, 0)) as auc,
+           case when c.auc_std is null then printf('%.4f', c.auc_mean)
+                else printf('%.4f ± %.4f', c.auc_mean, c.auc_std) end as auc,
            c.gauc_mean, c.gauc_std, c.logloss_mean, c.logloss_std, c.oracle_auc, c.train_seconds_mean,
            l.n_pairs, l.lift_mean,
-           l.lift_mean - t.t975 * l.lift_std / sqrt(l.n_pairs) as lift_ci_low,
-           l.lift_mean + t.t975 * l.lift_std / sqrt(l.n_pairs) as lift_ci_high
+           l.lift_mean - coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_low,
+           l.lift_mean + coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_high
     from cells as c
     left join lifts as l on c.variant = 'micn' and l.dataset = c.dataset and l.max_len = c.max_len
                         and l.backbone = c.backbone and l.phi = c.phi
