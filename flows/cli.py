@@ -168,23 +168,14 @@ def _generate(args: argparse.Namespace) -> None:
     from flows.generate import generate_flow
 
     if args.params:
-        from micn.config import read_params
-        from micn.experiment import check_raw_data, load_experiment
+        from micn.config import load_section
+        from micn.experiment import GenerateConfig, check_raw_data, load_experiment
 
         check_raw_data(load_experiment(args.params), args.raw)
-        section = read_params(args.params).get("generate") or {}
-        unknown = sorted(set(section) - {"profile", "seed", "format", "name"})
-        if unknown:
-            raise MicnError(f"{args.params}: generate: unknown key(s) {', '.join(unknown)}; valid: profile, seed, format, name.")
-        args.profile = section.get("profile", args.profile)
-        args.seed, args.fmt = int(section.get("seed", args.seed)), str(section.get("format", args.fmt))
-        args.name = section.get("name", args.name)
-    from micn.data.synthetic import PROFILES
-
-    if args.profile not in PROFILES:
-        raise MicnError(f"--profile: choose one of {', '.join(PROFILES)} (got {args.profile!r}).")
-    if args.fmt not in ("2014", "2018"):
-        raise MicnError(f"format must be \"2014\" or \"2018\", got {args.fmt!r}.")
+        g = load_section(args.params, "generate", GenerateConfig)
+        args.profile, args.seed, args.fmt, args.name = g.profile, g.seed, g.format, g.name
+    elif args.profile is None:
+        raise MicnError("give --profile (one world by hand) or --params (the pipeline's `generate` section).")
     s = generate_flow(args.profile, args.out, seed=args.seed, fmt=args.fmt, name=args.name)
     print(f"wrote {s.n_reviews:,} reviews of {s.n_users:,} users on {s.n_items:,} items in {s.seconds:.1f} s:")
     for path in (s.reviews_path, s.meta_path):

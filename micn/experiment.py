@@ -52,6 +52,24 @@ class DatasetSpec:
 
 
 @dataclass(frozen=True)
+class GenerateConfig:
+    """The `generate` section: the built-in synthetic world (see `micn generate --help`)."""
+
+    profile: str = "default"
+    seed: int = 0
+    format: str = "2014"  # raw file format of the Amazon release to imitate
+    name: str | None = None  # category name in the file names (default: the profile's)
+
+    def __post_init__(self) -> None:
+        from micn.data.synthetic import PROFILES
+
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.format not in ("2014", "2018"):
+            raise ValueError(f'format must be "2014" or "2018", got {self.format!r}')
+
+
+@dataclass(frozen=True)
 class SamplesConfig:
     """The `samples` section: how every enabled dataset's samples are built (max_len is per dataset)."""
 

@@ -109,3 +109,25 @@ def test_runner_follows_address_and_environment(monkeypatch):
     monkeypatch.delenv(ADDRESS_ENV)
     with pytest.raises(MicnError, match="no cluster address"):
         GridConfig(runner="dask").resolved()
+
+
+@pytest.mark.parametrize("section, needle", [
+    ({"profile": "huge"}, "generate: profile must be one of"),
+    ({"profile": "tiny", "format": "2016"}, 'format must be "2014" or "2018"'),
+    ({"profile": "tiny", "colour": 1}, "generate: unknown key(s) colour"),
+    ({"profile": "tiny", "seed": "7"}, "generate.seed: expected int"),
+])
+def test_bad_generate_section_is_named(tmp_path, section, needle):
+    from micn.config import load_section
+    from micn.experiment import GenerateConfig
+
+    with pytest.raises(MicnError) as e:
+        load_section(write_params(tmp_path, generate=section), "generate", GenerateConfig)
+    assert needle in str(e.value)
+
+
+def test_repository_generate_section_is_valid():
+    from micn.config import load_section
+    from micn.experiment import GenerateConfig
+
+    assert load_section(REPO / "params.yaml", "generate", GenerateConfig).profile == "default"
