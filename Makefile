@@ -2,6 +2,8 @@
 #   make repro   set up .venv if needed, then run the whole pipeline with `dvc repro`
 #   make test    set up .venv if needed, then run the test suite
 # Both are idempotent: the environment is rebuilt only when pyproject.toml or constraints.txt change.
+# The stages of `make repro` share one local Prefect server in $(PREFECT_HOME) (flows/_prefect.py),
+# which stops after MICN_PREFECT_IDLE_S (600) idle seconds; `make prefect-stop` stops it now.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: env repro test test-fast bench clean-env
+.PHONY: env repro test test-fast bench clean-env prefect-stop
 
 env: $(STAMP)
 
@@ -29,3 +31,6 @@ test-fast: env
 
 clean-env:
 	rm -rf $(VENV)
+
+prefect-stop:
+	@$(VENV)/bin/python -c "from flows._prefect import stop_shared_server as s; print('stopped' if s() else 'no shared Prefect server running')"

@@ -32,34 +32,13 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from micn.data.batch import Batch
+from micn.data.batch import Batch, random_batch
 from micn.models import build_backbone
 from micn.models.micn_aux import MICNConfig
 from micn.models.with_micn import build_with_micn
 from micn.nn import ItemEmbedding
 
 N_ITEMS, N_CATEGORIES, N_USERS, D_ID = 100_000, 1_000, 10_000, 18
-
-
-def random_batch(B: int, T: int, g: torch.Generator) -> Batch:
-    """Left-padded synthetic batch; ids >= 2 (0 padding, 1 OOV), lengths uniform in 1..T."""
-    lengths = torch.randint(1, T + 1, (B,), generator=g)  # (B,)
-    mask = torch.arange(T).unsqueeze(0) >= (T - lengths).unsqueeze(1)  # (B, T)
-
-    def ids(n: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(2, n, shape, generator=g)
-
-    return Batch(
-        user=ids(N_USERS, (B,)),
-        item=ids(N_ITEMS, (B,)),
-        category=ids(N_CATEGORIES, (B,)),
-        hist_items=ids(N_ITEMS, (B, T)) * mask,
-        hist_categories=ids(N_CATEGORIES, (B, T)) * mask,
-        hist_neg_items=ids(N_ITEMS, (B, T)) * mask,
-        hist_neg_categories=ids(N_CATEGORIES, (B, T)) * mask,
-        hist_len=lengths,
-        label=(torch.arange(B) % 2 == 0).float(),  # positive / negative pairs, like the sample files
-    )
 
 
 def best_step_seconds(fns: dict[str, Callable[[int], None]], warmup: int, steps: int, rounds: int) -> dict[str, float]:
@@ -105,12 +84,14 @@ def main() -> None:
     parser.add_argument("--fused", action="store_true", help="Adam(fused=True) instead of the foreach default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    micn_cfg = MICNConfig(enabled=True, d_aux=2 * D_ID)
+    micn_cfg = MICNConfig(d_aux=2 * D_ID)
 
     rows = []
     for T in args.max_lens:
         g = torch.Generator().manual_seed(T)
-        batches = [random_batch(args.batch_size, T, g) for _ in range(4)]
+        batches = [random_batch(args.batch_size, T, N_USERS, N_ITEMS, N_CATEGORIES, g, min_len=1,
+                                alternating_labels=True)
+                   for _ in range(4)]  # lengths 1..T
         for name in args.models:
             torch.manual_seed(0)
             fns = {

@@ -10,9 +10,8 @@ the test rows) bounds what any model can reach. The control is MICN with λ = 0:
 sees the same wider item vectors e_orig ⊕ e_aux but no MICN loss trains e_aux, which separates
 the auxiliary task's effect from the extra embedding width's.
 
-Training: `micn.train.train(..., micn=MICNConfig(...))` when the trainer takes a `micn`
-argument; otherwise this script's own loop over the trainer's pieces (`_train_epoch`,
-`evaluate_split`), which is the same loop without checkpoints. Results of finished runs are kept
+Training: `micn.train.train(RunConfig(backbone, variant, seed, cfg, micn), RunPaths(...))`, the
+trainer the pipeline uses (variant "micn" for control and micn). Results of finished runs are kept
 in `<data>/results.json` (keyed by the whole configuration), so an interrupted benchmark picks
 up where it stopped and a changed setting never reuses stale numbers.
 
@@ -29,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import shlex
@@ -42,12 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from micn import train as trainer
+from micn.config import MICNConfig, TrainConfig
 from micn.data.samples import build_samples
-from micn.evaluate import ctr_metrics, oracle_auc
+from micn.evaluate import oracle_auc
 from micn.interests import capsule_purity, item_topics, load_model
-from micn.models.micn_aux import MICNConfig
-from micn.models.with_micn import build_with_micn, item_categories_of
+from micn.train import RunConfig, RunPaths, train
 
 
 def ensure_samples(data: Path) -> Path:
@@ -84,44 +81,13 @@ def purity_of(model: nn.Module, samples: Path) -> dict:
     return dataclasses.asdict(capsule_purity(model.cpu(), test, topics, generator=torch.Generator().manual_seed(0)))
 
 
-def run_own_loop(samples: Path, backbone: str, seed: int, cfg: trainer.TrainConfig, micn: MICNConfig | None) -> dict:
-    """The trainer's loop (train epochs, select on validation AUC, test at the best epoch)."""
-    fmap, splits = trainer.load_splits(samples)
-    device = trainer.resolve_device(cfg.device)
-    torch.manual_seed(seed)
-    if micn is None:
-        model = trainer.build_model(backbone, fmap, cfg)
-    else:
-        model = build_with_micn(backbone, fmap["n_users"], fmap["n_items"], fmap["n_categories"], cfg.d_item,
-                                cfg.d_category, micn, item_categories=item_categories_of(splits["train"], fmap["n_items"]))
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    weights = {**cfg.aux_weights(), **({"micn": micn.lambda_micn} if micn else {})}
-    best, best_state, history = -math.inf, None, []
-    for epoch in range(1, cfg.epochs + 1):
-        row = trainer._train_epoch(model, optimizer, splits["train"], cfg, seed, epoch, device, nn.BCEWithLogitsLoss(),
-                                   weights, False)
-        row.update({f"valid_{k}": v for k, v in trainer.evaluate_split(model, splits["valid"], cfg.eval_batch_size,
-                                                                        device).items()})
-        history.append(row)
-        if row["valid_auc"] > best:
-            best, best_state = row["valid_auc"], {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    test = splits["test"]
-    metrics = ctr_metrics(test.user_ids, test.label.numpy(), trainer.predict(model, test, cfg.eval_batch_size, device))
-    metrics["valid_auc"] = best
-    purity = purity_of(model, samples) if micn is not None else None
-    return {"metrics": metrics, "history": history, "seconds": sum(r["seconds"] for r in history), "purity": purity}
-
-
-def run_one(samples: Path, backbone: str, seed: int, cfg: trainer.TrainConfig, micn: MICNConfig | None) -> dict:
-    if "micn" in inspect.signature(trainer.train).parameters:  # the trainer knows MICN: use it
-        with tempfile.TemporaryDirectory() as out:
-            kwargs = {"micn": micn} if micn is not None else {}
-            result = trainer.train(samples, backbone, out, seed, cfg, **kwargs)
-            purity = purity_of(load_model(out)[0], samples) if micn is not None else None
-        return {"metrics": result["metrics"], "history": [], "seconds": result["train_seconds"], "purity": purity}
-    return run_own_loop(samples, backbone, seed, cfg, micn)
+def run_one(samples: Path, backbone: str, seed: int, cfg: TrainConfig, micn: MICNConfig | None) -> dict:
+    """One run through the trainer (`micn.train.train`); micn None is variant base."""
+    with tempfile.TemporaryDirectory() as out:
+        run = RunConfig(backbone, "base" if micn is None else "micn", seed, cfg, micn or MICNConfig())
+        record = train(run, RunPaths(samples, Path(out)))
+        purity = purity_of(load_model(out)[0], samples) if micn is not None else None
+    return {"metrics": record.metrics, "history": [], "seconds": record.train_seconds, "purity": purity}
 
 
 def summarise(values: list[float]) -> str:
@@ -163,9 +129,9 @@ def main() -> None:
     args = parser.parse_args()
 
     samples = ensure_samples(args.data)
-    cfg = trainer.TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
                               patience=args.epochs, device="cpu")
-    micn = MICNConfig(enabled=True, d_aux=args.d_aux, k_max=args.k_max, pow_p=args.pow_p, n_neg=args.n_neg,
+    micn = MICNConfig(d_aux=args.d_aux, k_max=args.k_max, pow_p=args.pow_p, n_neg=args.n_neg,
                       sampler=args.sampler, lambda_micn=args.lambda_micn, phi=args.phi, routing_std=args.routing_std)
     torch.set_num_threads(args.threads)
     results_path = args.data / "results.json"
@@ -199,11 +165,11 @@ def main() -> None:
     from micn.data.dataset import SampleSet, load_feature_map
 
     fmap = load_feature_map(samples)
-    oracle = oracle_auc(SampleSet.from_parquet(samples / "test.parquet", fmap), fmap)
+    oracle = oracle_auc(SampleSet.from_parquet(samples / "test.parquet", fmap), fmap, samples)
     print()
     print(f"default world (seed 2022), dien protocol, max_len 20; {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}); "
           f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs (best validation AUC), "
-          f"{args.threads} threads; oracle test AUC {oracle:.4f}")
+          f"{args.threads} threads; oracle test AUC {'n/a' if oracle is None else f'{oracle:.4f}'}")
     print(f"MICN: λ {micn.lambda_micn}, φ {micn.phi}, d_aux {micn.d_aux}, K_max {micn.k_max}, r {micn.iterations}, "
           f"p {micn.pow_p}, n_neg {micn.n_neg} ({micn.sampler}), σ {micn.routing_std}; "
           "control = the same with λ 0 (wider item vectors, no MICN loss)")

@@ -1,9 +1,9 @@
-"""Sample building at scale: wall time and peak memory of `build_samples`, per protocol.
+"""Sample building at scale: wall time and peak memory of `build_job`, per protocol.
 
 The synthetic world of each profile (`electronics`: the real Electronics 5-core shape, 1.7M
 reviews; `books` with --books: 8.9M reviews) is generated and ingested once under
 benchmarks/out/samples/<profile>/ (reused when its warehouse exists), then every
-`build_samples` call runs in its own fresh Python process so that its peak RSS
+`build_job` call runs in its own fresh Python process so that its peak RSS
 (`ru_maxrss`, DuckDB included: it runs in-process) is its own.
 
     .venv/bin/python benchmarks/samples_scale.py [--books] [--protocols dien din]
@@ -42,11 +42,12 @@ def _step_prepare(profile: str, out: str, _protocol: str, _max_len: int) -> dict
 
 
 def _step_samples(profile: str, out: str, protocol: str, max_len: int) -> dict:
-    from micn.data.samples import build_samples
+    from micn.config import SamplesConfig
+    from micn.data.samples import SamplesJob, build_job
 
     t = time.perf_counter()
-    r = build_samples(Path(out) / "warehouse.duckdb", profile, Path(out) / f"samples_{protocol}", protocol=protocol,
-                      max_len=max_len, seed=0)
+    job = SamplesJob(profile, max_len, SamplesConfig(protocol=protocol, seed=0))
+    r = build_job(Path(out) / "warehouse.duckdb", job, Path(out) / f"samples_{protocol}")
     return {"seconds": time.perf_counter() - t, "users": r.users, "users_kept": r.users_kept,
             "rows": r.samples_per_split, "vocab": r.vocab_sizes, "checks": r.checks}
 
@@ -97,7 +98,7 @@ def main() -> None:
                 rows.append((profile, protocol, r))
                 print(f"{profile} {protocol}: {r['seconds']:.1f} s", file=sys.stderr)
 
-    print(f"\nSample building (`build_samples`, one fresh process per run; {os.cpu_count()} CPUs)\n")
+    print(f"\nSample building (`build_job`, one fresh process per run; {os.cpu_count()} CPUs)\n")
     print("| profile | protocol | max_len | users kept / total | rows train / valid / test | wall s | CPU s | peak RSS (MB) | target |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for profile, protocol, r in rows:

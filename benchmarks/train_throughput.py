@@ -42,7 +42,7 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-from micn.data.batch import Batch
+from micn.data.batch import Batch, random_batch
 from micn.models import build_backbone
 from micn.nn import ItemEmbedding
 
@@ -55,27 +55,6 @@ except ImportError:
     deepctr_torch = None
 
 N_ITEMS, N_CATEGORIES, N_USERS, D_ID = 100_000, 1_000, 10_000, 18
-
-
-def random_batch(B: int, T: int, g: torch.Generator) -> Batch:
-    """Left-padded synthetic batch; ids >= 2 (0 padding, 1 OOV), lengths uniform in 1..T."""
-    lengths = torch.randint(1, T + 1, (B,), generator=g)  # (B,)
-    mask = torch.arange(T).unsqueeze(0) >= (T - lengths).unsqueeze(1)  # (B, T)
-
-    def ids(n: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(2, n, shape, generator=g)
-
-    return Batch(
-        user=ids(N_USERS, (B,)),
-        item=ids(N_ITEMS, (B,)),
-        category=ids(N_CATEGORIES, (B,)),
-        hist_items=ids(N_ITEMS, (B, T)) * mask,
-        hist_categories=ids(N_CATEGORIES, (B, T)) * mask,
-        hist_neg_items=ids(N_ITEMS, (B, T)) * mask,
-        hist_neg_categories=ids(N_CATEGORIES, (B, T)) * mask,
-        hist_len=lengths,
-        label=torch.randint(0, 2, (B,), generator=g).float(),
-    )
 
 
 def best_step_seconds(
@@ -198,7 +177,8 @@ def main() -> None:
     rows = []
     for T in args.max_lens:
         g = torch.Generator().manual_seed(T)
-        batches = [random_batch(args.batch_size, T, g) for _ in range(4)]
+        batches = [random_batch(args.batch_size, T, N_USERS, N_ITEMS, N_CATEGORIES, g, min_len=1)
+                   for _ in range(4)]  # lengths 1..T
         for name in args.models:
             fns = {"micn": ours_step_fn(name, batches, args.device)}
             if with_deepctr and name in ("din", "dien"):

@@ -1,20 +1,99 @@
-"""Prefect wiring for `micn generate`: the synthetic Amazon world (DESIGN §3.4)."""
+"""`micn generate`: the synthetic Amazon world (DESIGN §3.4), its command line and its Prefect flow.
+
+    micn generate --params params.yaml --out data/raw/synthetic          # the pipeline's world (dvc.yaml)
+    micn generate --profile tiny --out /tmp/world --seed 7 --format 2018   # one world by hand
+
+Both modes build the same typed `GenerateConfig` (micn.config: the `generate` section of
+params.yaml), so a world made by hand and the pipeline's differ only in the values. The command
+protocol (DESCRIPTION, add_arguments, run) is the one flows/cli.py dispatches to.
+"""
 
 from __future__ import annotations
+
+import argparse
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from micn.data.synthetic import WorldSummary, generate_world
+from micn.config import FORMATS, PROFILE_NAMES, GenerateConfig, from_mapping, seed_argument
+from micn.data.synthetic import PROFILES, WorldSummary, check_name, generate_world
+from micn.errors import MicnError
+
+DESCRIPTION = (
+    "Write a seeded synthetic Amazon world with planted multi-interest users: reviews_<Name>_5.json.gz + "
+    "meta_<Name>.json.gz (2014 format) or <Name>_5.json.gz + meta_<Name>.json.gz (2018 format), plus "
+    "ground_truth/ for the oracle scorer. The same profile, seed, format and name always give byte-identical files."
+)
+_DEFAULTS = GenerateConfig()  # flag mode's defaults are the section's (except the profile, which is required)
+_WORLD_FLAGS = ("profile", "seed", "format", "name")  # what --params takes from the file instead
 
 
-@task(cache_policy=NO_CACHE)
-def write_world(profile: str, out: str, seed: int, fmt: str, name: str | None) -> WorldSummary:
-    return generate_world(profile, out, seed=seed, fmt=fmt, name=name)
+def add_arguments(parser: argparse.ArgumentParser, command: str = "generate") -> None:
+    """The `generate` options. World flags default to None so that --params can refuse them when given."""
+    sizes = ", ".join(f"{n} ({p.n_users:,} users, {p.n_items:,} items, {p.n_reviews:,} reviews)"
+                      for n, p in PROFILES.items())  # fmt: skip
+    parser.add_argument("--params", default=None, metavar="FILE",
+                        help="pipeline mode: take profile, seed, format and name from the file's `generate` section, "
+                        "after checking that every enabled dataset's raw files are present (fail before any work)")
+    parser.add_argument("--profile", choices=PROFILE_NAMES, help=f"size of the world: {sizes}")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--raw", default="data/raw", metavar="DIR",
+                        help="with --params: folder of the real datasets' raw files, data/raw/<dataset>/ "
+                        "(default data/raw)")
+    parser.add_argument("--seed", type=seed_argument, default=None, metavar="N",
+                        help=f"random seed; the same seed gives identical files (default {_DEFAULTS.seed})")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help=f"raw file format of the Amazon release to imitate (default {_DEFAULTS.format})")
+    parser.add_argument("--name", default=None, metavar="NAME",
+                        help="category name in the file names (default: the profile name, title-cased)")  # fmt: skip
+
+
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    """The typed config of either mode (the file's `generate` section, or the flags), checked before
+    Prefect starts so that a user error costs no server start."""
+    config = _from_params(args) if args.params else _from_flags(args)
+    if config.name is not None:
+        check_name(config.name)  # the one rule the section type does not know: a file-name piece
+    return config
+
+
+def _from_params(args: argparse.Namespace) -> GenerateConfig:
+    given = [f"--{flag}" for flag in _WORLD_FLAGS if getattr(args, flag) is not None]
+    if given:
+        raise MicnError(f"micn generate: {', '.join(given)} cannot be combined with --params {args.params}, "
+                        "which takes profile, seed, format and name from its `generate` section; "
+                        "drop --params to make one world by hand, or edit the file.")  # fmt: skip
+    from micn.config import load_section
+    from micn.experiment import check_raw_data, load_experiment
+
+    check_raw_data(load_experiment(args.params), args.raw)  # fail before any work, not at the ingest stage
+    return load_section(args.params, "generate", GenerateConfig)
+
+
+def _from_flags(args: argparse.Namespace) -> GenerateConfig:
+    if args.profile is None:
+        raise MicnError("micn generate: give --profile (one world by hand) or --params FILE (the pipeline's "
+                        "`generate` section), e.g. `micn generate --profile tiny --out /tmp/world`.")  # fmt: skip
+    values = {flag: getattr(args, flag) for flag in _WORLD_FLAGS if getattr(args, flag) is not None}
+    return from_mapping(GenerateConfig, values, where="micn generate")
+
+
+@task(cache_policy=NO_CACHE)  # DVC decides what reruns (DESIGN §7)
+def write_world(config: GenerateConfig, out: str) -> WorldSummary:
+    return generate_world(config.profile, out, seed=config.seed, format=config.format, name=config.name)
 
 
 @flow(name="generate")
-def generate_flow(profile: str, out: str, seed: int = 0, fmt: str = "2014", name: str | None = None) -> WorldSummary:
-    summary = write_world(profile, out, seed, fmt, name)
-    get_run_logger().info("synthetic world %r (seed %d, format %s) written to %s", profile, seed, fmt, out)
+def generate_flow(config: GenerateConfig, out: str) -> WorldSummary:
+    summary = write_world(config, out)
+    get_run_logger().info("synthetic world %r (seed %d, format %s) written to %s in %.1f s",
+                          config.profile, config.seed, config.format, out, summary.seconds)  # fmt: skip
     return summary
+
+
+def run(args: argparse.Namespace) -> None:
+    """Build the config, run the flow, print what was written."""
+    s = generate_flow(config_from_args(args), args.out)
+    print(f"wrote {s.n_reviews:,} reviews of {s.n_users:,} users on {s.n_items:,} items in {s.seconds:.1f} s:")
+    for path in (s.reviews_path, s.meta_path):
+        print(f"  {path}")

@@ -1,4 +1,6 @@
-"""Prefect wiring for `micn report`: per-run files → metrics/metrics.duckdb → reports/report.md.
+"""`micn report`: per-run files → metrics/metrics.duckdb → reports/report.md, as a Prefect flow.
+
+    micn report --metrics metrics --db metrics/metrics.duckdb --out reports
 
 The paper's tables are also published as Prefect table artifacts (paper-table2/3/4) and the
 whole report as a markdown artifact (micn-report), so they show on the flow run's page.
@@ -6,11 +8,55 @@ whole report as a markdown artifact (micn-report), so they show on the flow run'
 
 from __future__ import annotations
 
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from micn.report import TABLES, Report, build_metrics_db, write_report
+
+DESCRIPTION = (
+    "Build the metrics database (tables runs and history; views paper_table2, paper_table3, paper_table4, "
+    "failed_runs) from the grid's per-run files in one step, then write the report (the three tables, PNG plots, "
+    "failed runs marked) and publish the tables as Prefect artifacts. Every run record is checked first (a run "
+    "counted twice, an AUC outside [0, 1] or an empty file stops the build, naming the file; the previous database "
+    "stays). Only the report's own figures in OUT/figures are replaced; other files there are left alone."
+)
+
+
+@dataclass(frozen=True)
+class ReportJob:
+    """What `micn report` was asked for: where the per-run files are and where the outputs go."""
+
+    metrics_dir: Path = Path("metrics")
+    db: Path = Path("metrics/metrics.duckdb")
+    out: Path = Path("reports")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Counts of the database build and the report's files."""
+
+    ok: int
+    failed: list[str]
+    history_rows: int
+    report: str
+    figures: list[str] = field(default_factory=list)
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = "report") -> None:
+    parser.add_argument("--metrics", default="metrics", metavar="DIR", help="folder with runs/ and history/ (default metrics)")
+    parser.add_argument("--db", default="metrics/metrics.duckdb", metavar="PATH",
+                        help="database to (re)build (default metrics/metrics.duckdb)")
+    parser.add_argument("--out", default="reports", metavar="DIR", help="report folder (default reports)")
+
+
+def job_from_args(args: argparse.Namespace) -> ReportJob:
+    return ReportJob(metrics_dir=Path(args.metrics), db=Path(args.db), out=Path(args.out))
 
 
 @task(cache_policy=NO_CACHE)
@@ -35,3 +81,20 @@ def report_flow(metrics_dir: str = "metrics", db: str = "metrics/metrics.duckdb"
                                  ", ".join(r["run_id"] for r in report.failed))
     return {**counts, "report": str(report.path), "figures": [str(f) for f in report.figures],
             "failed": [r["run_id"] for r in report.failed]}
+
+
+def run_report(job: ReportJob) -> ReportResult:
+    """The report flow for `job`, its result typed."""
+    r = report_flow(str(job.metrics_dir), str(job.db), str(job.out))
+    return ReportResult(ok=r["ok"], failed=r["failed"], history_rows=r["history_rows"], report=r["report"],
+                        figures=r["figures"])
+
+
+def run(args: argparse.Namespace) -> None:
+    """`micn report`: counts and files on stdout, failed runs on stderr."""
+    job = job_from_args(args)
+    r = run_report(job)
+    print(f"{job.db}: {r.ok} runs ok, {len(r.failed)} failed, {r.history_rows} epochs of history")
+    print(f"{r.report} with {len(r.figures)} figures: " + ", ".join(r.figures))
+    for run_id in r.failed:
+        print(f"FAILED {run_id} (marked in {r.report})", file=sys.stderr)

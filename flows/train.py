@@ -1,28 +1,88 @@
-"""Prefect wiring for `micn train`: one backbone, one seed, one dataset's samples."""
+"""`micn train`: one backbone, one variant, one seed on one dataset's samples, as a Prefect flow.
+
+    micn train --dataset tiny --samples data/samples/tiny/len10 --backbone din --variant micn \
+               --seed 1 --out models/tiny/din-micn
+
+The command's flags become one typed `TrainJob` (the run's `RunConfig` and `RunPaths`); the
+`train` and `micn` sections of the parameter file supply the settings. The flow returns the
+run's `RunRecord` (micn/record.py), which is also written to OUT/metrics.json.
+"""
 
 from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from micn.models.micn_aux import MICNConfig
-from micn.train import TrainConfig, train
+from micn.config import MICNConfig, TrainConfig, load_section, seed_argument
+from micn.record import RunRecord
+from micn.train import RunConfig, RunPaths, load_splits, train
+
+DESCRIPTION = (
+    "Train one CTR backbone with Adam, select the best epoch on validation AUC (early stopping), and evaluate on "
+    "test (AUC, GAUC, logloss, and the oracle AUC on synthetic data). Training parameters come from the `train` "
+    "section of the parameter file, MICN's from its `micn` section. Reads only the samples directory (works from "
+    "any working directory). Resumes from OUT/checkpoint.pt when present."
+)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What `micn train` was asked for: the run's settings and where it reads and writes."""
+
+    run: RunConfig
+    paths: RunPaths
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
+    parser.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (must match the samples' feature map)")
+    parser.add_argument("--samples", required=True, metavar="DIR", help="samples directory written by `micn samples`")
+    parser.add_argument("--backbone", required=True, choices=["wide_deep", "din", "dien"], help="the CTR model to train")
+    parser.add_argument("--variant", choices=["base", "micn"], default="base",
+                        help="base (default): the backbone alone; micn: with the MICN auxiliary task, whose settings "
+                        "(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi) are the parameter file's "
+                        "`micn` section. Replaces --micn/--no-micn.")
+    parser.add_argument("--seed", type=seed_argument, required=True, metavar="N", help="seed of initialisation and batch order")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="run directory: metrics.json, history.json, model.pt, checkpoint.pt")
+    parser.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default params.yaml)")
+
+
+def job_from_args(args: argparse.Namespace) -> TrainJob:
+    """The typed job; bad parameter values are rejected here, before any work."""
+    cfg = load_section(args.params, "train", TrainConfig)
+    micn = load_section(args.params, "micn", MICNConfig)
+    run = RunConfig(backbone=args.backbone, variant=args.variant, seed=args.seed, train=cfg, micn=micn,
+                    dataset=args.dataset)
+    return TrainJob(run, RunPaths(samples_dir=Path(args.samples), out_dir=Path(args.out)))
 
 
 @task(cache_policy=NO_CACHE)
-def fit(samples: str, backbone: str, out: str, seed: int, cfg: TrainConfig, micn: MICNConfig | None,
-        dataset: str) -> dict:
-    return train(samples, backbone, out, seed=seed, cfg=cfg, micn=micn, dataset=dataset, progress=True)
+def fit(job: TrainJob) -> RunRecord:
+    return train(job.run, job.paths, progress=True)
 
 
 @flow(name="train")
-def train_flow(dataset: str, samples: str, backbone: str, seed: int, out: str, cfg: TrainConfig,
-               micn: MICNConfig | None = None) -> dict:
-    result = fit(samples, backbone, out, seed, cfg, micn, dataset)
-    m = result["metrics"]
+def train_flow(job: TrainJob) -> RunRecord:
+    record = fit(job)
+    m = record.metrics
     get_run_logger().info(
         "%s %s (%s) seed %d: test AUC %.4f, GAUC %.4f, logloss %.4f (oracle %s), %d epochs, %.0f samples/s",
-        dataset, backbone, result["variant"], seed, m["auc"], m["gauc"], m["logloss"],
-        "n/a" if m.get("oracle_auc") is None else f"{m['oracle_auc']:.4f}", result["epochs"], result["samples_per_s"],
+        record.dataset, record.backbone, record.variant, record.seed, m["auc"], m["gauc"], m["logloss"],
+        "n/a" if m.get("oracle_auc") is None else f"{m['oracle_auc']:.4f}", record.epochs, record.samples_per_s,
     )
-    return result
+    return record
+
+
+def run(args: argparse.Namespace) -> None:
+    job = job_from_args(args)
+    load_splits(job.paths.samples_dir, job.run.dataset)  # fail fast on a missing or mismatched samples directory
+    r = train_flow(job)
+    m = r.metrics
+    oracle = "n/a" if m.get("oracle_auc") is None else f"{m['oracle_auc']:.4f}"
+    print(f"{r.dataset} {r.backbone} ({r.variant}) seed {r.seed}: test AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
+          f"logloss {m['logloss']:.4f}  oracle AUC {oracle}  ({r.epochs} epochs, best {r.best_epoch}, "
+          f"{r.samples_per_s:,.0f} samples/s) → {job.paths.record_path}")

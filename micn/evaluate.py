@@ -6,16 +6,20 @@
   average ranks for ties, computed for all users at once with Polars window expressions; it
   equals scikit-learn's `roc_auc_score` per user (tested).
 * The oracle AUC is the AUC of the generator's Bayes-optimal scores on the same test samples:
-  the ceiling any model can reach on that synthetic world.
+  the ceiling any model can reach on that synthetic world. Its inputs (the world's ground truth
+  and the negative sampler's distribution) are read from the samples directory only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 from sklearn.metrics import log_loss, roc_auc_score
+
+from micn.errors import MicnError
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -56,50 +60,54 @@ def ctr_metrics(user_ids: Sequence | np.ndarray, labels: np.ndarray, logits: np.
     return {"auc": auc(labels, probs), "gauc": gauc(user_ids, labels, probs), "logloss": logloss(labels, probs)}
 
 
-def oracle_auc(data, feature_map: dict) -> float | None:
+def oracle_auc(data, feature_map: Mapping, samples_dir: str | Path) -> float | None:
     """AUC of the generator's Bayes-optimal click probabilities on `data` (a SampleSet), or None
-    when the dataset is not synthetic (no `ground_truth/` beside its raw review files).
+    when the dataset is not synthetic (`feature_map["oracle"]` is null or absent).
 
-    The negative sampler's distribution q comes from the protocol: popularity over review rows
-    (`dien`) or uniform over the dataset's items (`din`); the oracle scores p / (p + q).
+    Everything comes from the samples directory, never from the warehouse or the raw folder:
+    `<samples_dir>/<feature_map["oracle"]>/` holds the world's ground truth (world.json,
+    users/items/categories.parquet) and `negative_sampler.parquet` the review rows per raw item
+    id. The negative sampler's distribution q comes from the protocol: popularity over review rows
+    (`dien`, q = count / total) or uniform over the dataset's items (`din`, q = 1 / n_items); the
+    oracle scores p / (p + q).
     """
-    import duckdb
-
     from micn.data.oracle import Oracle
 
-    raw_dir = _ground_truth_dir(feature_map)
-    if raw_dir is None or len(data) == 0:
+    folder = feature_map.get("oracle")
+    if folder is None or len(data) == 0:
         return None
-    oracle = Oracle.load(raw_dir)
-    with duckdb.connect(str(feature_map["warehouse"]), read_only=True) as con:
-        counts = con.execute(
-            "select item_id, count(*) from reviews where dataset = $d group by item_id", {"d": feature_map["dataset"]}
-        ).fetchall()
-    if feature_map["protocol"] == "dien":
-        total = sum(n for _, n in counts)
-        q_of = {item: n / total for item, n in counts}
-    else:
-        q_of = dict.fromkeys((item for item, _ in counts), 1.0 / len(counts))
+    samples_dir = Path(samples_dir)
+    try:
+        oracle = Oracle.load(samples_dir / folder)
+    except ValueError as e:
+        raise MicnError(f"{samples_dir / 'feature_map.json'}: oracle: {folder!r}, but {e}; rebuild the samples "
+                        "(`micn samples`).") from None
+    q_of = negative_proba(samples_dir / NEGATIVE_SAMPLER, feature_map["protocol"])
     last = [x if x else None for x in data.last_hist_item_ids]
     probs = oracle.click_proba(data.user_ids, last, data.item_ids,
                                lambda ids: np.array([q_of.get(i, 0.0) for i in ids]))
     return auc(data.label.numpy(), probs)
 
 
-def _ground_truth_dir(feature_map: dict):
-    from pathlib import Path
+NEGATIVE_SAMPLER = "negative_sampler.parquet"  # item_id (raw), count (review rows), written by `micn samples`
 
-    import duckdb
 
-    warehouse = Path(str(feature_map.get("warehouse", "")))
-    if not warehouse.is_file():
-        return None
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        sources = con.execute(
-            "select source_file from ingest_log where dataset = $d and kind = 'reviews'", {"d": feature_map["dataset"]}
-        ).fetchall()
-    for (source,) in sources:
-        raw_dir = Path(source).parent
-        if (raw_dir / "ground_truth" / "world.json").is_file():
-            return raw_dir
-    return None
+def negative_proba(path: Path, protocol: str) -> dict[str, float]:
+    """Raw item id -> probability that the protocol's negative sampler draws it.
+
+    `dien` draws by popularity over review rows (count / total), `din` uniformly over the items."""
+    try:
+        table = pl.read_parquet(path, columns=["item_id", "count"])
+    except FileNotFoundError:
+        raise MicnError(f"{path}: no such file; the oracle AUC needs the negative sampler's distribution, which "
+                        "`micn samples` writes beside the samples. Rebuild the samples.") from None
+    except (OSError, pl.exceptions.PolarsError) as e:
+        raise MicnError(f"{path}: cannot read the negative sampler's distribution ({type(e).__name__}: {e}); "
+                        "rebuild the samples.") from None
+    items, counts = table["item_id"].to_list(), table["count"].to_list()
+    if not items:
+        raise MicnError(f"{path}: no items; rebuild the samples.")
+    if protocol == "dien":
+        total = sum(counts)
+        return {item: n / total for item, n in zip(items, counts, strict=True)}
+    return dict.fromkeys(items, 1.0 / len(items))

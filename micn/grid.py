@@ -1,41 +1,66 @@
 """Running the experiment grid one run at a time (the Prefect flow in flows/grid.py fans these out).
 
-    run_one(spec, exp, root) -> record    train one RunSpec, or reuse its finished result
-    failure_record(spec, exp, error, attempts) -> record
-    prune(root, planned) -> removed       results of runs the grid no longer asks for
+    run_one(spec, exp, root) -> GridRun      train one RunSpec, or reuse its finished record
+    failure_record(spec, exp, error, attempts) -> RunRecord
+    prune(root, planned) -> Pruned           delete the files of runs the grid no longer asks for
+    wait_for_dask / wait_for_ray / wait_for_api(address, timeout_s)   bounded checks of what the grid talks to
 
-Files per run (paths from `RunSpec`):
+Files per run (paths from `RunSpec`), all written through micn/record.py and micn/train.py:
 
-    metrics/runs/<run_id>.json     the run's record: status ok|failed, test metrics, params, timings
+    metrics/runs/<run_id>.json     the run's RunRecord: status ok|failed, test metrics, params, timings
     metrics/history/<run_id>.json  per-epoch learning curve
-    models/<run_id>/               model.pt (best weights) and checkpoint.pt (resume point)
+    models/<run_id>/               model.pt (best weights) and checkpoint.pt (resume point), with
+                                   their plain-data JSON companions
 
 A finished run is reused, not retrained, when its record has status "ok" and the same
 *signature*: the run's settings, the content hash of its samples and the hash of the training
-code (`TRAINING_CODE`). A checkpoint is resumed only under the same signature. DVC reruns the grid stage when any of those change, so without this a new
-experiment (say, Table 3's φ sweep) would retrain every run that already exists.
+code (`TRAINING_CODE`). A checkpoint is resumed only under the same signature. DVC reruns the grid
+stage when any of those change, so without this a new experiment (say, Table 3's φ sweep) would
+retrain every run that already exists.
+
+Pruning deletes only what the grid can prove it wrote (issue 13 §2): a record whose `run_id`
+is its own path, a learning curve or model folder named like a run id and holding only the
+files training writes. Anything else under metrics/ and models/ (a user's `models/backup/`,
+a note inside a run folder, a renamed copy of a record) is left alone and reported.
+
+Every network wait is bounded by `grid.connect_timeout_s` (issue 13 §7): a Dask scheduler, a Ray
+head or a Prefect API that accepts the connection and never answers is a MicnError after the
+timeout, not a hang (the Dask client's own timeout does not cover its handshake).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
-import shutil
+import re
+import socket
+import time
 import traceback
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, micn_config
-from micn.train import train, write_json
+from micn.record import GridInfo, RunRecord, read_record, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 # The modules a trained model's result depends on (also the `train` stage's code deps in dvc.yaml);
 # editing the report, ingest or the generator does not retrain anything.
-TRAINING_CODE = ("train.py", "evaluate.py", "config.py", "models", "nn", "data/dataset.py", "data/batch.py",
-                 "data/oracle.py")
+TRAINING_CODE = ("train.py", "record.py", "evaluate.py", "config.py", "models", "nn", "data/dataset.py",
+                 "data/batch.py", "data/oracle.py")
+
+# `<backbone>-<variant>[-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset): the names
+# the grid gives its files. A folder or file not named so was not written by the grid.
+RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|micn)(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+")
+# What training writes into a run's model folder (and the temporary files of its atomic writes).
+MODEL_FILE = re.compile(r"(model|checkpoint)\.(pt|json|tmp)(\.tmp)?")
 
 
 @lru_cache(maxsize=1)
@@ -45,7 +70,10 @@ def code_hash() -> str:
     files = []
     for name in TRAINING_CODE:
         path = PACKAGE_DIR / name
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        if path.is_dir():
+            files += sorted(path.rglob("*.py"))
+        elif path.is_file():
+            files.append(path)
     for path in files:
         h.update(str(path.relative_to(PACKAGE_DIR)).encode())
         h.update(path.read_bytes())
@@ -53,10 +81,15 @@ def code_hash() -> str:
 
 
 def samples_hash(samples_dir: Path) -> str:
-    """blake2b of the samples a run reads (feature map and the three splits)."""
+    """blake2b of everything a run reads from its samples folder: the feature map, the three splits
+    and the evaluation inputs (the negative sampler's distribution, the oracle's files)."""
     h = hashlib.blake2b(digest_size=16)
-    for name in ("feature_map.json", "train.parquet", "valid.parquet", "test.parquet"):
-        path = Path(samples_dir) / name
+    root = Path(samples_dir)
+    names = ["feature_map.json", "train.parquet", "valid.parquet", "test.parquet"]
+    names += [p.relative_to(root).as_posix() for p in sorted(root.glob("negative_sampler.parquet"))]
+    names += [p.relative_to(root).as_posix() for p in sorted(root.glob("oracle/*")) if p.is_file()]
+    for name in names:
+        path = root / name
         h.update(name.encode())
         with open(path, "rb") as f:
             while chunk := f.read(1 << 22):
@@ -77,44 +110,56 @@ def signature(spec: RunSpec, exp: Experiment, samples_digest: str) -> str:
     return hashlib.blake2b(json.dumps(inputs, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
-def _describe(spec: RunSpec) -> dict:
-    return {"run_id": spec.run_id, "max_len": spec.max_len, "phi": spec.phi, "experiments": list(spec.experiments)}
+@dataclass(frozen=True)
+class GridRun:
+    """One run's outcome in the grid: its record, and whether it was reused rather than trained."""
+
+    record: RunRecord
+    reused: bool = False
 
 
-def reusable(spec: RunSpec, root: Path, sig: str) -> dict | None:
-    """The finished record of this very run, or None."""
+def reusable(spec: RunSpec, root: Path, sig: str) -> RunRecord | None:
+    """The finished record of this very run (status ok, same signature, files present), or None.
+
+    A record that does not validate is not reused: the run is trained again and its record rewritten."""
     path, history = spec.metrics_path(root), spec.history_path(root)
     if not (path.is_file() and history.is_file() and (spec.model_dir(root) / "model.pt").is_file()):
         return None
     try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        record = read_record(path)
+    except MicnError:
         return None
-    if record.get("status") != "ok" or record.get("signature") != sig:
+    if record.status != "ok" or record.signature != sig or record.run_id != spec.run_id:
         return None
     return record
 
 
 def run_one(spec: RunSpec, exp: Experiment, root: str | Path = ".", samples_digest: str | None = None,
-            attempt: int = 1, progress: bool = False, on_epoch_end=None) -> dict:
-    """Train `spec` (or reuse its finished result) and write its files; returns its record."""
+            attempt: int = 1, progress: bool = False,
+            on_epoch_end: Callable[[int, dict], None] | None = None) -> GridRun:
+    """Train `spec` (or reuse its finished result) and write its files."""
+    from micn.train import RunConfig, RunPaths, train  # torch only where a run is trained
+
     root = Path(root)
     samples = spec.samples_dir(root)
     sig = signature(spec, exp, samples_digest or samples_hash(samples))
     record = reusable(spec, root, sig)
     if record is not None:
-        if record.get("experiments") != list(spec.experiments):  # same run, asked for by other tables now
-            record["experiments"] = list(spec.experiments)
-            write_json(spec.metrics_path(root), record)
-        return {**record, "reused": True}
-    extra = {**_describe(spec), "status": "ok", "error": None, "attempts": attempt, "signature": sig}
-    result = train(samples, spec.backbone, spec.model_dir(root), seed=spec.seed, cfg=exp.train,
-                   micn=micn_config(exp, spec), dataset=spec.dataset, progress=progress, on_epoch_end=on_epoch_end,
-                   metrics_path=spec.metrics_path(root), history_path=spec.history_path(root), extra=extra)
-    return {**result, "reused": False}
+        if record.experiments != list(spec.experiments):  # same run, asked for by other tables now
+            record = dataclasses.replace(record, experiments=list(spec.experiments))
+            write_record(spec.metrics_path(root), record)
+        return GridRun(record, reused=True)
+    run = RunConfig(backbone=spec.backbone, variant=spec.variant, seed=spec.seed, train=exp.train,
+                    micn=micn_config(exp, spec) or exp.micn, dataset=spec.dataset)
+    paths = RunPaths(samples_dir=samples, out_dir=spec.model_dir(root), record=spec.metrics_path(root),
+                     history=spec.history_path(root))
+    grid = GridInfo(run_id=spec.run_id, experiments=tuple(spec.experiments), signature=sig, attempt=attempt,
+                    max_len=spec.max_len, phi=spec.phi)
+    return GridRun(train(run, paths, grid=grid, progress=progress, on_epoch_end=on_epoch_end), reused=False)
 
 
-def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, attempts: int) -> dict:
+def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, attempts: int,
+                   sig: str | None = None) -> RunRecord:
     """What a run that kept failing leaves in metrics/runs: its settings and the error, no metrics."""
     if isinstance(error, BaseException):
         message = f"{type(error).__name__}: {error}"
@@ -122,44 +167,223 @@ def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, a
     else:
         message, detail = str(error), str(error)
     micn = micn_config(exp, spec)
-    return {
-        "dataset": spec.dataset,
-        "protocol": None,
-        "backbone": spec.backbone,
-        "variant": spec.variant,
-        "seed": spec.seed,
-        "params": {"train": dataclasses.asdict(exp.train), "micn": None if micn is None else dataclasses.asdict(micn),
-                   "max_len": spec.max_len},
-        "metrics": None,
-        **_describe(spec),
-        "status": "failed",
-        "error": message,
-        "traceback": detail,
-        "attempts": attempts,
-    }
+    return RunRecord(
+        run_id=spec.run_id, dataset=spec.dataset, protocol=None, backbone=spec.backbone, variant=spec.variant,
+        seed=spec.seed, max_len=spec.max_len, phi=spec.phi, experiments=list(spec.experiments), status="failed",
+        error=message, traceback=detail, attempts=attempts, signature=sig,
+        params={"train": dataclasses.asdict(exp.train), "micn": None if micn is None else dataclasses.asdict(micn),
+                "max_len": spec.max_len},
+        metrics=None)
 
 
-def write_failure(spec: RunSpec, root: str | Path, record: dict) -> None:
+def write_failure(spec: RunSpec, root: str | Path, record: RunRecord) -> None:
+    """Write a failure record; a stale curve of an earlier success would contradict it, so it goes."""
     root = Path(root)
-    write_json(spec.metrics_path(root), record)
+    write_record(spec.metrics_path(root), record)
     history = spec.history_path(root)
-    if history.exists():  # a stale curve of an earlier success would contradict the record
+    if history.is_file():
         history.unlink()
 
 
-def prune(root: str | Path, planned: list[RunSpec]) -> list[str]:
-    """Delete the files of runs the current grid does not ask for; returns their run ids.
+# --- pruning --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `prune` did: run ids whose files it deleted, and paths it left alone (not the grid's)."""
+
+    removed: list[str]
+    left_alone: list[str]
+
+
+def prune(root: str | Path, planned: list[RunSpec]) -> Pruned:
+    """Delete the files of runs the current grid does not ask for, and only files the grid wrote.
 
     The grid's outputs then describe exactly the configured experiment, as DVC expects of a
-    stage's outputs; earlier results stay in DVC's cache (`dvc exp apply`, `git checkout`)."""
+    stage's outputs; earlier results stay in DVC's cache (`dvc exp apply`, `git checkout`).
+    Whatever the grid cannot prove it wrote is left in place and listed in `left_alone`."""
     root = Path(root)
     keep = {s.run_id for s in planned}
-    found: dict[str, list[Path]] = {}  # run id -> its files and folders (run ids are <dataset>/<name>)
-    for top, suffix in (("metrics/runs", ".json"), ("metrics/history", ".json"), ("models", "")):
-        for path in (root / top).glob("*/*"):
-            found.setdefault(f"{path.parent.name}/{path.name.removesuffix(suffix)}", []).append(path)
-    removed = sorted(set(found) - keep)
-    for run_id in removed:
-        for path in found[run_id]:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return removed
+    removed: set[str] = set()
+    left: list[Path] = []
+    for top, is_own in (("runs", _is_own_record), ("history", _is_learning_curve)):
+        for path, dataset in _entries(root / "metrics" / top):
+            run_id, tmp_of = _run_id(path.name, dataset, ".json"), _run_id(path.name, dataset, ".json.tmp")
+            if run_id in keep or tmp_of in keep:
+                continue
+            plain_file = path.is_file() and not path.is_symlink()
+            if tmp_of is not None and plain_file:  # the temporary file of an interrupted atomic write
+                path.unlink()
+            elif run_id is not None and plain_file and is_own(path, run_id):
+                path.unlink()
+                removed.add(run_id)
+            else:
+                left.append(path)
+    for path, dataset in _entries(root / "models"):
+        run_id = _run_id(path.name, dataset, "")
+        if run_id in keep:
+            continue
+        if run_id is None or not path.is_dir() or path.is_symlink():
+            left.append(path)
+            continue
+        deleted, others = _remove_model_files(path)
+        if deleted:
+            removed.add(run_id)
+        left += others
+    return Pruned(removed=sorted(removed), left_alone=sorted(str(p) for p in left))
+
+
+def _entries(top: Path) -> list[tuple[Path, str | None]]:
+    """(path, dataset) of every `top/<dataset>/<name>` entry, and (path, None) of a stray entry
+    directly in `top` (run ids are `<dataset>/<name>`, so the grid writes nothing there)."""
+    if not top.is_dir():
+        return []
+    out: list[tuple[Path, str | None]] = []
+    for first in sorted(top.iterdir()):
+        if first.is_dir() and not first.is_symlink():
+            out += [(path, first.name) for path in sorted(first.iterdir())]
+        else:
+            out.append((first, None))
+    return out
+
+
+def _run_id(name: str, dataset: str | None, suffix: str) -> str | None:
+    """The run id of a file or folder the grid would name `<dataset>/<name><suffix>`, else None."""
+    if dataset is None or not name.endswith(suffix):
+        return None
+    name = name[: len(name) - len(suffix)]
+    return f"{dataset}/{name}" if RUN_NAME.fullmatch(name) else None
+
+
+def _is_own_record(path: Path, run_id: str) -> bool:
+    """A valid run record that names itself `run_id` (a renamed copy or a user's file does not)."""
+    try:
+        return read_record(path).run_id == run_id
+    except MicnError:
+        return False
+
+
+def _is_learning_curve(path: Path, run_id: str) -> bool:
+    """A learning curve as training writes it: a JSON array of epoch rows."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(rows, list) and all(isinstance(r, dict) and "epoch" in r for r in rows)
+
+
+def _remove_model_files(folder: Path) -> tuple[int, list[Path]]:
+    """Delete the files training writes in a run's model folder: (how many, what else is there).
+
+    The folder itself goes only when nothing else is left in it."""
+    deleted, others = 0, []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_file() and not entry.is_symlink() and MODEL_FILE.fullmatch(entry.name):
+            entry.unlink()
+            deleted += 1
+        else:
+            others.append(entry)
+    if not others:
+        folder.rmdir()
+    return deleted, others
+
+
+# --- bounded network checks -----------------------------------------------------------------------
+
+
+def wait_for_dask(address: str, timeout_s: float) -> int:
+    """The number of workers of the Dask scheduler at `address`, asked within `timeout_s` in all.
+
+    The scheduler's `identity` reply over Dask's own comm, under one asyncio deadline: this
+    covers the connection, Dask's handshake and the reply, which `distributed.Client(timeout=)`
+    does not (it waits forever on a listener that accepts and never answers)."""
+    try:
+        from distributed.comm import connect
+    except ImportError:
+        raise MicnError("a Dask address is set but `distributed` is not installed: pip install -e '.[dask]'.") from None
+
+    async def identity() -> dict:
+        comm = await connect(address, timeout=timeout_s)
+        try:
+            await comm.write({"op": "identity"})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    async def bounded() -> dict:
+        return await asyncio.wait_for(identity(), timeout_s)
+
+    try:
+        info = asyncio.run(bounded())
+    except (OSError, TimeoutError, ValueError, asyncio.TimeoutError) as e:
+        raise MicnError(f"no Dask scheduler answered at {address} within {timeout_s:g} s ({_why(e)}). Start one "
+                        "(`dask scheduler` and `dask worker <address>`), fix grid.address / $MICN_GRID_ADDRESS, "
+                        "raise grid.connect_timeout_s, or unset both to run the grid on local threads.") from None
+    if not isinstance(info, dict) or info.get("type") != "Scheduler":
+        raise MicnError(f"{address} answered, but not as a Dask scheduler ({str(info)[:80]}); fix grid.address / "
+                        "$MICN_GRID_ADDRESS.")
+    workers = len(info.get("workers") or {})
+    if workers == 0:
+        raise MicnError(f"the Dask scheduler at {address} has no workers; start some with `dask worker {address}`.")
+    return workers
+
+
+def wait_for_ray(address: str, timeout_s: float) -> None:
+    """A Ray client server (`ray://host:port`) accepts a connection and completes gRPC's
+    handshake within `timeout_s` (ray.init's own retries would take minutes)."""
+    host, port = _host_port(address, default_port=10001)
+    deadline = time.monotonic() + timeout_s
+    _tcp_connect(host, port, timeout_s, f"Ray at {address}")
+    try:
+        import grpc
+    except ImportError:  # Ray's client always brings grpc; without it the TCP check is what we can do
+        return
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=max(deadline - time.monotonic(), 0.01))
+    except grpc.FutureTimeoutError:
+        raise MicnError(f"no Ray client server answered at {address} within {timeout_s:g} s (the port accepts "
+                        "connections but does not speak gRPC). Start one (`ray start --head`), fix grid.address / "
+                        "$MICN_GRID_ADDRESS, or raise grid.connect_timeout_s.") from None
+    finally:
+        channel.close()
+
+
+def wait_for_api(url: str, timeout_s: float) -> None:
+    """The Prefect API at `url` answers its health check within `timeout_s`."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as r:  # noqa: S310
+            if r.status == 200:
+                return
+            why = f"HTTP {r.status}"
+    except (OSError, ValueError) as e:
+        why = _why(e)
+    raise MicnError(f"the Prefect API at {url} did not answer its health check within {timeout_s:g} s ({why}). "
+                    "Start it (`prefect server start`), fix or unset PREFECT_API_URL, or raise "
+                    "grid.connect_timeout_s.")
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int]:
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host:
+        return rest, default_port
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise MicnError(f"{address}: expected <scheme>://<host>:<port>, e.g. ray://127.0.0.1:10001.") from None
+
+
+def _tcp_connect(host: str, port: int, timeout_s: float, what: str) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise MicnError(f"no connection to {what} within {timeout_s:g} s ({_why(e)}); fix grid.address / "
+                        "$MICN_GRID_ADDRESS or start the cluster.") from None
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)):
+        return "timed out: the address accepts connections but does not answer"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

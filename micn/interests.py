@@ -6,7 +6,7 @@ The MICN paper leaves inspecting the learned interests to future work; this modu
     vocab = Vocab.load(samples_dir)                         # index <-> raw item id / category
     users = user_interests(model, batch, vocab, top_n=10)   # per row: active capsules, nearest items
     print(format_interests(users))
-    topics = item_topics(samples_dir, raw_dir)              # synthetic worlds: item index -> planted topic
+    topics = item_topics(samples_dir, samples_dir / "oracle")  # synthetic worlds: item index -> planted topic
     capsule_purity(model, test_split, topics)               # Purity(purity, shuffled, majority, n_users)
 
 A capsule's nearest items are the items with the largest dot product between the capsule and
@@ -156,21 +156,27 @@ def format_interests(users: list[UserInterests], items_shown: int = 5) -> str:
 
 
 def load_model(path: str | Path, map_location: str = "cpu") -> tuple[WithMICN, dict]:
-    """The WithMICN model of a run directory (or its `model.pt`), and the whole checkpoint dict.
+    """The WithMICN model of a run directory (or its `model.pt`), and the whole model file dict.
 
     Expects `{"model", "backbone", "config", "micn", "feature_map"}`: the state dict, backbone
-    name, TrainConfig fields (d_item, d_category), MICNConfig fields and the feature map.
+    name, TrainConfig fields (d_item, d_category), MICNConfig fields and the feature map. The file
+    is read with `weights_only=True` (tensors and plain data), so a crafted file cannot run code.
     """
+    from micn.train import load_tensors
+
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
     if not path.is_file():
-        raise MicnError(f"{path}: no such model file; train a run with MICN enabled first.")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        raise MicnError(f"{path}: no such model file; train a run with `micn train --variant micn` first.")
+    ckpt = load_tensors(path, "model file", map_location)
     missing = [k for k in ("model", "backbone", "config", "micn", "feature_map") if k not in ckpt]
     if missing:
-        raise MicnError(f"{path}: keys {missing} are missing; it is not a model trained with MICN "
-                        "(a run with micn.enabled: true saves them).")
+        raise MicnError(f"{path}: keys {missing} are missing; it is not a model file written by `micn train`.")
+    if ckpt["micn"] is None:
+        raise MicnError(f"{path}: this run was trained without MICN (variant base), so it has no interest capsules "
+                        "to show; pick a run of variant micn (`micn train --variant micn`, or a grid run named "
+                        "<backbone>-micn-...).")
     fmap, cfg = ckpt["feature_map"], ckpt["config"]
     model = build_with_micn(ckpt["backbone"], fmap["n_users"], fmap["n_items"], fmap["n_categories"],
                             cfg["d_item"], cfg["d_category"], MICNConfig(**ckpt["micn"]))
@@ -178,11 +184,13 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[WithMICN, d
     return model.eval(), ckpt
 
 
-def item_topics(samples_dir: str | Path, raw_dir: str | Path) -> np.ndarray:
+def item_topics(samples_dir: str | Path, truth_dir: str | Path) -> np.ndarray:
     """(n_items,) planted topic of every item index, −1 where unknown (padding, OOV).
 
-    `raw_dir` holds the synthetic world's `ground_truth/items.parquet` (item_id -> topic)."""
-    items = Path(raw_dir) / "ground_truth" / "items.parquet"
+    `truth_dir` is the synthetic world's ground truth (its `items.parquet`, item_id -> topic): the
+    samples' `oracle/` folder, or a raw world folder holding `ground_truth/`."""
+    truth_dir = Path(truth_dir)
+    items = (truth_dir / "ground_truth" if (truth_dir / "ground_truth").is_dir() else truth_dir) / "items.parquet"
     if not items.is_file():
         raise MicnError(f"{items}: no ground truth; purity needs a synthetic world (`micn generate`).")
     truth = pl.read_parquet(items, columns=["item_id", "topic"])
@@ -254,14 +262,16 @@ def describe_user(run_dir: str | Path, user_id: str, samples_dir: str | Path | N
     """The `micn interests` report: one user's capsules, and on synthetic data the test users' purity.
 
     The user's most recent positive sample (test, then valid, then train split) gives the history
-    that is routed; `samples_dir` defaults to the one the run was trained on.
+    that is routed; `samples_dir` defaults to the one the run was trained on (`samples_of`).
+    Everything is read from the run's model file and its samples directory.
     """
     from micn.data.dataset import SampleSet
-    from micn.evaluate import _ground_truth_dir
 
+    if isinstance(items_shown, bool) or not isinstance(items_shown, int) or items_shown < 1:
+        raise MicnError(f"--items {items_shown!r}: the number of nearest items shown per capsule must be >= 1.")
     model, ckpt = load_model(run_dir)
     fmap = ckpt["feature_map"]
-    samples_dir = Path(samples_dir) if samples_dir else _samples_dir_of(Path(run_dir))
+    samples_dir = Path(samples_dir) if samples_dir else samples_of(Path(run_dir), ckpt)
     generator = torch.Generator().manual_seed(seed)  # routing logits are random: a repeatable picture
     for split in ("test", "valid", "train"):
         data = SampleSet.from_parquet(samples_dir / f"{split}.parquet", fmap)
@@ -274,19 +284,35 @@ def describe_user(run_dir: str | Path, user_id: str, samples_dir: str | Path | N
     else:
         raise MicnError(f"user {user_id!r} has no positive sample in {samples_dir} (train, valid or test); "
                         "give a raw reviewerID of this dataset.")
-    raw_dir = _ground_truth_dir(fmap)
-    if raw_dir is not None:
+    if fmap.get("oracle") is not None:  # synthetic data: the samples carry the world's ground truth
         test = SampleSet.from_parquet(samples_dir / "test.parquet", fmap)
-        p = capsule_purity(model, test, item_topics(samples_dir, raw_dir), generator=generator)
+        p = capsule_purity(model, test, item_topics(samples_dir, samples_dir / fmap["oracle"]), generator=generator)
         report.append(f"capsule purity vs planted topics over {p.n_users} test users with >= 2 interests: "
                       f"{p.purity:.3f} (shuffled assignment {p.shuffled:.3f}, one cluster {p.majority:.3f})")
     return "\n".join(report)
 
 
-def _samples_dir_of(run_dir: Path) -> Path:
-    """The samples directory of a DVC-built run: data/samples/<dataset> of the repository."""
-    ckpt_fmap = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)["feature_map"]
-    candidate = Path("data") / "samples" / ckpt_fmap["dataset"]
-    if not (candidate / "feature_map.json").is_file():
-        raise MicnError(f"cannot find the samples of run {run_dir}: pass --samples DIR.")
-    return candidate
+def samples_of(run_dir: Path, ckpt: dict) -> Path:
+    """The samples directory a run was trained on: the one its model file names, else the grid's
+    layout `<root>/data/samples/<dataset>/len<L>` for a run in `<root>/models/<dataset>/<run>/`."""
+    fmap = ckpt["feature_map"]
+    run_dir = run_dir.parent if run_dir.suffix == ".pt" else run_dir
+    candidates = [Path(ckpt["samples_dir"])] if ckpt.get("samples_dir") else []
+    if len(run_dir.resolve().parents) >= 3:  # <root>/models/<dataset>/<run>
+        from micn.data.layout import samples_dir
+
+        candidates.append(samples_dir(run_dir.resolve().parents[2], str(fmap["dataset"]), int(fmap["max_len"])))
+    for candidate in candidates:
+        if _same_samples(candidate, fmap):
+            return candidate
+    tried = ", ".join(str(c) for c in candidates) or "none"
+    raise MicnError(f"cannot find the samples run {run_dir} was trained on (tried: {tried}); pass --samples DIR.")
+
+
+def _same_samples(samples_dir: Path, fmap: dict) -> bool:
+    from micn.data.dataset import load_feature_map
+
+    if not (samples_dir / "feature_map.json").is_file():
+        return False
+    found = load_feature_map(samples_dir)
+    return all(found.get(k) == fmap.get(k) for k in ("dataset", "protocol", "max_len", "n_users", "n_items", "n_categories"))

@@ -6,8 +6,14 @@
 The database holds tables `runs` (one row per trained model or failed run) and `history` (one
 row per run and epoch), the table macro `paper_cells(experiment)` and the views `paper_table2`
 (backbones ± MICN), `paper_table3` (φ sweep), `paper_table4` (history length) and `failed_runs`.
-SQL lives in sql/metrics/. The file is built beside the old one and renamed over it, so a failed
-build leaves the previous database intact and readers never see a half-written one.
+SQL lives in sql/metrics/ (staging → intermediate → marts, see its README). Records are checked,
+not trusted (issue 13 §4): every record is read as a `micn.record.RunRecord` first (a run_id in two
+files, an AUC outside [0, 1] or an empty file stops the build, naming the file), and every learning
+curve must be a JSON array of epoch rows. The file is built beside the old one and renamed over it,
+so a failed build leaves the previous database intact and readers never see a half-written one.
+
+The report owns only the figures it draws (`FIGURES`): any other file in `reports/figures/`,
+a user's PNG included, is left alone.
 """
 
 from __future__ import annotations
@@ -27,52 +33,115 @@ from scipy import stats  # noqa: E402  (scikit-learn's own dependency)
 
 from micn.data.sql import create_table_as, load_sql, run_script  # noqa: E402
 from micn.errors import MicnError  # noqa: E402
+from micn.record import os_reason, read_records  # noqa: E402
 
 TABLES = {
     "paper_table2": "Table 2: backbones with and without MICN",
     "paper_table3": "Table 3: φ (gradient blend into e_aux) for MICN",
     "paper_table4": "Table 4: history length (max_len) with and without MICN",
 }
+VIEWS = (*TABLES, "failed_runs")  # sql/metrics/marts/<view>.sql
+# The figures `write_report` draws, by file name: the only PNGs it ever deletes.
+FIGURES = ("auc_by_backbone.png", "learning_curves.png", "phi_sweep.png", "max_len.png")
 BACKBONE_NAMES = {"wide_deep": "Wide&Deep", "din": "DIN", "dien": "DIEN"}
 T_DF_MAX = 500  # t quantiles are tabulated for 1..T_DF_MAX degrees of freedom
+DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
 
 def build_metrics_db(metrics_dir: str | Path, db_path: str | Path) -> dict[str, int]:
     """Build the metrics database from metrics_dir/runs/*/*.json and metrics_dir/history/*/*.json."""
     metrics_dir, db_path = Path(metrics_dir), Path(db_path)
-    runs = sorted(str(p) for p in (metrics_dir / "runs").glob("*/*.json"))
-    history = sorted(str(p) for p in (metrics_dir / "history").glob("*/*.json"))
+    runs = sorted((metrics_dir / "runs").glob("*/*.json"))
+    history = sorted((metrics_dir / "history").glob("*/*.json"))
     if not runs:
         raise MicnError(f"{metrics_dir}/runs/ holds no run records (<dataset>/<run>.json); run the grid first "
                         "(`dvc repro train` or `micn grid`).")
+    check_records(metrics_dir / "runs", runs)
+    for path in history:
+        check_history(path)
+    check_db_path(db_path)
     tmp = db_path.with_name(db_path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        tmp.unlink(missing_ok=True)
+        db_path.parent.mkdir(parents=True, exist_ok=True)
         with duckdb.connect(str(tmp)) as con:
-            try:
-                create_table_as(con, "runs", "metrics/runs", {"files": runs}, temp=False)
-            except duckdb.Error as e:
-                raise MicnError(f"{metrics_dir}/runs: a run record is not valid JSON of the expected shape: {e}") from None
-            bad = con.sql("select source_file from runs where run_id is null or status is null or status not in ('ok', 'failed') "
-                          "or (status = 'ok' and auc is null)").fetchall()
-            if bad:
-                raise MicnError(f"{bad[0][0]}: not a run record (needs run_id, status ok|failed and, when ok, "
-                                "metrics.auc); it was not written by the grid.")
-            run_script(con, "metrics/history_schema")
-            if history:  # none when every run failed
-                con.execute(f"insert into history by name ({load_sql('metrics/history')})", {"files": history})
-            con.execute("create table t_quantiles as select unnest($df) as df, unnest($t) as t975",
-                        {"df": list(range(1, T_DF_MAX + 1)),
-                         "t": [float(stats.t.ppf(0.975, df)) for df in range(1, T_DF_MAX + 1)]})
-            run_script(con, "metrics/paper_cells")
-            run_script(con, "metrics/views")
-            counts = dict(con.sql("select status, count(*) from runs group by status").fetchall())
-            counts["history_rows"] = con.sql("select count(*) from history").fetchall()[0][0]
+            counts = _fill(con, [str(p) for p in runs], [str(p) for p in history])
         os.replace(tmp, db_path)
+    except OSError as e:
+        raise MicnError(f"{e.filename or db_path}: cannot write the metrics database ({os_reason(e)}); the previous "
+                        f"{db_path} is unchanged.") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return {"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "history_rows": counts["history_rows"]}
+    return counts
+
+
+def check_records(runs_dir: Path, paths: list[Path]) -> None:
+    """Every record valid (`read_records`: also a run_id in two files) and stored at its run id's path."""
+    for path, record in zip(paths, read_records(paths)):
+        expected = path.relative_to(runs_dir).with_suffix("").as_posix()
+        if record.run_id != expected:
+            raise MicnError(f"{path}: holds run_id {record.run_id!r}, but the grid stores run {expected!r} in this "
+                            f"file; a record is counted under its own path only. Move it to "
+                            f"{runs_dir}/<run_id>.json or delete it.")
+
+
+def check_history(path: Path) -> None:
+    """A learning curve must be a JSON array of epoch rows (objects with an integer `epoch`)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise MicnError(f"{path}: cannot read the learning curve ({e}).") from None
+    fix = "delete it and its run's record (metrics/runs/...) and rerun the grid (`micn grid`) to write both again"
+    if not text.strip():
+        raise MicnError(f"{path}: the learning curve is empty; {fix}.")
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MicnError(f"{path}: line {e.lineno}: the learning curve is not valid JSON ({e.msg}); {fix}.") from None
+    if not isinstance(rows, list):
+        raise MicnError(f"{path}: a learning curve is a JSON array of epoch rows, got {type(rows).__name__}; {fix}.")
+    for i, row in enumerate(rows):
+        if not (isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)):
+            raise MicnError(f"{path}: row {i}: expected an object with an integer `epoch`, got {json.dumps(row)[:80]}; "
+                            f"{fix}.")
+
+
+def check_db_path(db_path: Path) -> None:
+    """`db_path` is absent or a DuckDB file: the build replaces it, and it must not replace anything else."""
+    if db_path.is_dir():
+        raise MicnError(f"{db_path}: is a directory; --db names the metrics database file to (re)build, "
+                        "e.g. metrics/metrics.duckdb.")
+    if not db_path.exists():
+        return
+    try:
+        with open(db_path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        raise MicnError(f"{db_path}: cannot read it ({os_reason(e)}).") from None
+    if head[8:12] != DUCKDB_MAGIC:
+        raise MicnError(f"{db_path}: not a DuckDB database, so the report will not replace it; pass another --db "
+                        "path or move the file away.")
+
+
+def _fill(con: duckdb.DuckDBPyConnection, runs: list[str], history: list[str]) -> dict[str, int]:
+    """Run sql/metrics (staging → intermediate → marts) on checked files; returns the counts."""
+    try:
+        create_table_as(con, "stg_runs", "metrics/staging/stg_runs", {"files": runs})
+        create_table_as(con, "runs", "metrics/marts/runs", temp=False)
+        run_script(con, "metrics/marts/history")
+        if history:  # none when every run failed
+            con.execute(f"insert into history by name ({load_sql('metrics/staging/stg_history')})", {"files": history})
+    except duckdb.Error as e:  # the files were checked; this is a value of the wrong type
+        raise MicnError(f"a run record or learning curve has a value of the wrong type ({e}).") from None
+    con.execute("create table t_quantiles as select unnest($df) as df, unnest($t) as t975",
+                {"df": list(range(1, T_DF_MAX + 1)),
+                 "t": [float(stats.t.ppf(0.975, df)) for df in range(1, T_DF_MAX + 1)]})
+    run_script(con, "metrics/intermediate/paper_cells")
+    for view in VIEWS:
+        con.execute(f"create or replace view {view} as {load_sql(f'metrics/marts/{view}')}")
+    counts = dict(con.sql("select status, count(*) from runs group by status").fetchall())
+    history_rows = con.sql("select count(*) from history").fetchall()[0][0]
+    return {"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "history_rows": history_rows}
 
 
 @dataclass
@@ -95,12 +164,19 @@ def read_views(db_path: str | Path) -> tuple[dict[str, pl.DataFrame], pl.DataFra
 
 
 def write_report(db_path: str | Path, out_dir: str | Path) -> Report:
-    """reports/report.md, reports/figures/*.png and reports/auc.json (DVC bar plot data)."""
-    out_dir = Path(out_dir)
+    """reports/report.md, reports/figures/*.png and reports/auc.json (DVC bar plot data); a file that
+    cannot be written (full disk, read-only folder) is a MicnError naming it."""
+    try:
+        return _write_report(Path(db_path), Path(out_dir))
+    except OSError as e:
+        raise MicnError(f"{e.filename or out_dir}: cannot write the report ({os_reason(e)}).") from None
+
+
+def _write_report(db_path: Path, out_dir: Path) -> Report:
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    for old in figures_dir.glob("*.png"):  # figures of experiments no longer in the grid
-        old.unlink()
+    for name in FIGURES:  # figures of experiments no longer in the grid; nobody else's PNGs
+        (figures_dir / name).unlink(missing_ok=True)
     tables, runs, history, failed = read_views(db_path)
     figures = [auc_figure(tables["paper_table2"], figures_dir / "auc_by_backbone.png"),
                learning_curves_figure(runs, history, figures_dir / "learning_curves.png")]

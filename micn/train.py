@@ -1,34 +1,43 @@
 """Train one backbone on one dataset's samples; select on validation; evaluate on test.
 
-    train(samples_dir, "din", out_dir, seed=1, cfg=TrainConfig()) -> metrics dict
-    train(samples_dir, "din", out_dir, seed=1, micn=MICNConfig(enabled=True)) -> the same with MICN
+    run = RunConfig(backbone="din", variant="micn", seed=1, train=TrainConfig(), micn=MICNConfig())
+    train(run, RunPaths(samples_dir, out_dir)) -> RunRecord (micn/record.py)
 
 The loop: Adam; one pass over the shuffled training split per epoch; after each epoch the
 validation AUC decides the best state (never the test split — the DIN and DIEN reference code
 selected on test, we do not) and early stopping. The loss is assembled here, not in the models:
 BCE on the logits plus each named auxiliary loss times its weight.
 
-Checkpoints: after every epoch `checkpoint.pt` holds the model, optimizer, best state, history
-and RNG state; an interrupted run started again with the same arguments continues from its last
-finished epoch and ends, on CPU, exactly where an uninterrupted run would (the shuffling order
-of epoch e is drawn from a generator seeded by (seed, e), and MICN's generator is restored).
+Training reads only its samples directory: the splits, `feature_map.json` and, for the oracle
+AUC, what the samples stage writes beside them (`micn.evaluate.oracle_auc`). It never opens the
+warehouse or the raw folder, so it runs from any working directory.
 
-Outputs in `out_dir`: `metrics.json` (one run: dataset, protocol, backbone, variant, seed,
-params, test metrics, epochs, timings, git revision), `history.json` (per epoch), `model.pt`
-(best weights), `checkpoint.pt`.
+Checkpoints: after every epoch `checkpoint.pt` holds the model, optimizer, best weights, MICN's
+RNG state and the `TrainingState` (tensors and plain data only: it is read back with
+`torch.load(..., weights_only=True)`, so a crafted file cannot run code). An interrupted run
+started again with the same arguments continues from its last finished epoch and ends, on CPU,
+exactly where an uninterrupted run would (the shuffling order of epoch e is drawn from a
+generator seeded by (seed, e), and MICN's generator is restored).
+
+Outputs: the run record (`RunPaths.record`, default `out_dir/metrics.json`), the per-epoch history
+(`RunPaths.history`, default `out_dir/history.json`), `out_dir/model.pt` (best weights with the
+backbone, configs and feature map as plain data) and `out_dir/checkpoint.pt`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,48 +48,17 @@ from tqdm.auto import tqdm
 
 from micn.data.dataset import SampleSet, load_feature_map
 from micn.errors import MicnError
+from micn.config import SEED_MAX, MICNConfig, TrainConfig
 from micn.evaluate import ctr_metrics, oracle_auc
 from micn.models import BACKBONES, build_backbone
-from micn.models.micn_aux import MICNConfig
-from micn.models.with_micn import build_with_micn, item_categories_of
+from micn.models.with_micn import WithMICN, build_with_micn, item_categories_of
 from micn.nn.embedding import ItemEmbedding
+from micn.record import VARIANTS, GridInfo, RunRecord, TrainingState, os_reason, write_json, write_record
 
 SPLITS = ("train", "valid", "test")
 # Parameter initialisation draws from torch's process-wide RNG; runs started in parallel threads
 # (the grid's thread runner) take turns seeding it and building their model.
 _INIT_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 256
-    eval_batch_size: int = 4096
-    epochs: int = 10
-    lr: float = 1e-3
-    patience: int = 2  # epochs without a better validation AUC before stopping
-    dien_aux_weight: float = 1.0  # weight of DIEN's auxiliary loss (reference: 1)
-    d_item: int = 18  # item-id embedding width (DIEN reference: 18)
-    d_category: int = 18  # category embedding width
-    threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
-    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
-
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "eval_batch_size", "epochs", "d_item", "d_category"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.patience < 0 or self.threads < 0 or self.dien_aux_weight < 0:
-            raise ValueError("patience, threads and dien_aux_weight must be >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
-
-    def aux_weights(self, micn: MICNConfig | None = None) -> dict[str, float]:
-        """Weight of each auxiliary loss a model may return; an unknown name is an error."""
-        weights = {"dien_aux": self.dien_aux_weight}
-        if micn is not None and micn.enabled:
-            weights["micn"] = micn.lambda_micn  # L = L_main + λ·L_micn
-        return weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,12 +82,13 @@ def load_splits(samples_dir: str | Path, dataset: str | None = None) -> tuple[di
 
 
 def build_model(backbone: str, fmap: dict, cfg: TrainConfig, micn: MICNConfig | None = None,
-                item_categories: torch.Tensor | None = None) -> nn.Module:
-    """Item embedding (item ⊕ category) built here and injected into the backbone; with MICN
-    enabled the injected embedding is e_orig ⊕ e_aux and the model also returns L_micn."""
-    if micn is not None and micn.enabled:
+                item_categories: torch.Tensor | None = None, generator: torch.Generator | None = None) -> nn.Module:
+    """Item embedding (item ⊕ category) built here and injected into the backbone. With a MICN
+    config (variant "micn") the injected embedding is e_orig ⊕ e_aux, the model also returns
+    L_micn, and MICN draws its training-time randomness from `generator`."""
+    if micn is not None:
         return build_with_micn(backbone, fmap["n_users"], fmap["n_items"], fmap["n_categories"], cfg.d_item,
-                               cfg.d_category, micn, item_categories=item_categories)
+                               cfg.d_category, micn, item_categories=item_categories, generator=generator)
     embedding = ItemEmbedding(fmap["n_items"], fmap["n_categories"], cfg.d_item, cfg.d_category)
     return build_backbone(backbone, None, embedding, fmap["n_users"])
 
@@ -127,115 +106,190 @@ def evaluate_split(model: nn.Module, data: SampleSet, batch_size: int, device: t
     return ctr_metrics(data.user_ids, data.label.numpy(), logits)
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """What one run trains: the backbone, the variant ("base" | "micn"), the seed and its settings.
+
+    `micn` holds MICN's settings; it is used only when `variant` is "micn" (`micn_config`)."""
+
+    backbone: str
+    variant: str
+    seed: int
+    train: TrainConfig = field(default_factory=TrainConfig)
+    micn: MICNConfig = field(default_factory=MICNConfig)
+    dataset: str | None = None  # when given, must match the samples' feature map
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise MicnError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(sorted(BACKBONES))}.")
+        if self.variant not in VARIANTS:
+            raise MicnError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)} "
+                            "(micn adds the MICN auxiliary task).")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
+            raise MicnError(f"seed must be an integer in [0, {SEED_MAX}] (a signed 64-bit seed), got {self.seed!r}.")
+
+    @property
+    def micn_config(self) -> MICNConfig | None:
+        """MICN's settings for a "micn" run, None for a "base" run."""
+        return self.micn if self.variant == "micn" else None
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run reads its samples and writes its files (record and history default into `out_dir`)."""
+
+    samples_dir: Path
+    out_dir: Path
+    record: Path | None = None  # default out_dir/metrics.json
+    history: Path | None = None  # default out_dir/history.json
+
+    def __post_init__(self) -> None:
+        for name in ("samples_dir", "out_dir", "record", "history"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+
+    @property
+    def record_path(self) -> Path:
+        return self.record or self.out_dir / "metrics.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.history or self.out_dir / "history.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.out_dir / "model.pt"
+
+
 def train(
-    samples_dir: str | Path,
-    backbone: str,
-    out_dir: str | Path,
-    seed: int,
-    cfg: TrainConfig = TrainConfig(),
-    micn: MICNConfig | None = None,
-    dataset: str | None = None,
+    run: RunConfig,
+    paths: RunPaths,
+    *,
+    grid: GridInfo | None = None,
     progress: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
-    metrics_path: str | Path | None = None,
-    history_path: str | Path | None = None,
-    extra: dict | None = None,
-) -> dict:
-    """Train (or resume) one run and write its outputs; returns the metrics.json content.
+) -> RunRecord:
+    """Train (or resume) one run, write its record, history and model; returns the record.
 
-    `metrics_path`/`history_path` default to `out_dir`/metrics.json and history.json; `extra`
-    fields (e.g. the grid's run id) are added to the metrics record, and its "signature" (the
-    grid's hash of code, samples and settings) must match for a checkpoint to be resumed. Every random draw of the run
-    comes from its seed (model init under `_INIT_LOCK`, batch order and MICN's sampling from
-    per-run generators), so parallel runs in threads give the same results as sequential ones."""
-    if backbone not in BACKBONES:
-        raise MicnError(f"unknown backbone {backbone!r}; choose one of {', '.join(sorted(BACKBONES))}.")
-    fmap, splits = load_splits(samples_dir, dataset)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    `grid` (the grid's run id, experiments, attempt and reuse signature) goes into the record, and
+    its signature must match for a checkpoint to be resumed. Every random draw of the run comes
+    from its seed (model init under `_INIT_LOCK`, batch order and MICN's sampling from per-run
+    generators), so parallel runs in threads give the same results as sequential ones."""
+    cfg, micn = run.train, run.micn_config
+    fmap, splits = load_splits(paths.samples_dir, run.dataset)
+    _make_dir(paths.out_dir)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    with_micn = micn is not None and micn.enabled
-    item_categories = item_categories_of(splits["train"], fmap["n_items"]) if with_micn else None
+    item_categories = item_categories_of(splits["train"], fmap["n_items"]) if micn is not None else None
+    # MICN's own generator (routing logits, sampled candidates): seeded by the run, not the process.
+    generator = torch.Generator(device=device).manual_seed(run.seed) if micn is not None else None
     with _INIT_LOCK:
-        torch.manual_seed(seed)
-        model = build_model(backbone, fmap, cfg, micn, item_categories)
+        torch.manual_seed(run.seed)
+        model = build_model(run.backbone, fmap, cfg, micn, item_categories, generator)
     model = model.to(device)
-    if with_micn:
-        model.micn.generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one fused kernel per step
-    signature = {"backbone": backbone, "seed": seed, "config": dataclasses.asdict(cfg),
-                 "micn": dataclasses.asdict(micn) if with_micn else None,
-                 "samples": {k: fmap.get(k) for k in ("dataset", "protocol", "seed", "max_len", "n_users", "n_items",
-                                                      "n_categories", "counts")},
-                 "run": (extra or {}).get("signature")}  # the grid's hash of code + samples + settings
-    state = _resume(out_dir / "checkpoint.pt", model, optimizer, signature)
+    signature = _signature(run, fmap, grid)
+    state, best_state = _resume(paths.checkpoint, model, optimizer, signature)
     loss_fn = nn.BCEWithLogitsLoss()
     aux_weights = cfg.aux_weights(micn)
     started = datetime.now(timezone.utc)
 
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        if state["bad_epochs"] > cfg.patience:  # early stopping (also when resuming a stopped run)
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if state.bad_epochs > cfg.patience:  # early stopping (also when resuming a stopped run)
             break
-        row = _train_epoch(model, optimizer, splits["train"], cfg, seed, epoch, device, loss_fn, aux_weights, progress)
+        row = _train_epoch(model, optimizer, splits["train"], cfg, run.seed, epoch, device, loss_fn, aux_weights,
+                           progress)
         row.update({f"valid_{k}": v for k, v in evaluate_split(model, splits["valid"], cfg.eval_batch_size, device).items()})
-        state["history"].append(row)
-        if row["valid_auc"] > state["best_auc"]:
-            state.update(best_auc=row["valid_auc"], best_epoch=epoch, bad_epochs=0,
-                         best_state=copy.deepcopy(model.state_dict()))
+        state.history.append(row)
+        if row["valid_auc"] > state.best_auc:
+            state.best_auc, state.best_epoch, state.bad_epochs = row["valid_auc"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
         else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        _save_checkpoint(out_dir / "checkpoint.pt", model, optimizer, state)
+            state.bad_epochs += 1
+        state.epoch = epoch
+        _save_checkpoint(paths.checkpoint, model, optimizer, state, best_state)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
 
-    model.load_state_dict(state["best_state"])
+    model.load_state_dict(best_state)
     test = splits["test"]
-    logits = predict(model, test, cfg.eval_batch_size, device)
-    metrics = ctr_metrics(test.user_ids, test.label.numpy(), logits)
-    metrics["oracle_auc"] = oracle_auc(test, fmap)
-    metrics["valid_auc"] = state["best_auc"]
-    history = state["history"]
-    result = {
-        "dataset": fmap["dataset"],
-        "protocol": fmap["protocol"],
-        "backbone": backbone,
-        "variant": "micn" if with_micn else "base",
-        "seed": seed,
-        "params": {"train": dataclasses.asdict(cfg), "micn": dataclasses.asdict(micn) if with_micn else None,
-                   "max_len": fmap["max_len"], "samples_seed": fmap.get("seed")},
-        "metrics": metrics,
-        "epochs": len(history),
-        "best_epoch": state["best_epoch"],
-        "train_seconds": round(sum(r["seconds"] for r in history), 3),
-        "samples_per_s": round(sum(r["samples"] for r in history) / max(sum(r["seconds"] for r in history), 1e-9), 1),
-        "device": str(device),
-        "git_revision": _git_revision(),
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **(extra or {}),
-    }
-    torch.save({"model": state["best_state"], "backbone": backbone, "config": dataclasses.asdict(cfg),
-                "micn": dataclasses.asdict(micn) if with_micn else None, "feature_map": fmap}, out_dir / "model.pt")
-    write_json(Path(history_path or out_dir / "history.json"), history)
-    write_json(Path(metrics_path or out_dir / "metrics.json"), result)
-    return result
+    metrics = ctr_metrics(test.user_ids, test.label.numpy(), predict(model, test, cfg.eval_batch_size, device))
+    metrics["oracle_auc"] = oracle_auc(test, fmap, paths.samples_dir)
+    metrics["valid_auc"] = state.best_auc
+    record = _record(run, fmap, grid, state, metrics, str(device), started)
+    _save_tensors(paths.model, {"model": best_state, "backbone": run.backbone, "variant": run.variant,
+                                "config": dataclasses.asdict(cfg), "micn": None if micn is None else dataclasses.asdict(micn),
+                                "feature_map": fmap, "samples_dir": str(paths.samples_dir.resolve())}, "model file")
+    write_json(paths.history_path, state.history)
+    write_record(paths.record_path, record)
+    return record
 
 
-def write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)  # readers never see half a file
+def _record(run: RunConfig, fmap: dict, grid: GridInfo | None, state: TrainingState, metrics: dict, device: str,
+            started: datetime) -> RunRecord:
+    """The run record of a finished run (status ok)."""
+    micn, history = run.micn_config, state.history
+    seconds = sum(r["seconds"] for r in history)
+    return RunRecord(
+        run_id=grid.run_id if grid else None,
+        dataset=fmap["dataset"],
+        protocol=fmap["protocol"],
+        backbone=run.backbone,
+        variant=run.variant,
+        seed=run.seed,
+        max_len=grid.max_len if grid else fmap["max_len"],
+        phi=grid.phi if grid else (None if micn is None else micn.phi),
+        experiments=list(grid.experiments) if grid else [],
+        status="ok",
+        error=None,
+        traceback=None,
+        attempts=grid.attempt if grid else 1,
+        signature=grid.signature if grid else None,
+        params={"train": dataclasses.asdict(run.train), "micn": None if micn is None else dataclasses.asdict(micn),
+                "max_len": fmap["max_len"], "samples_seed": fmap.get("seed")},
+        metrics=metrics,
+        epochs=len(history),
+        best_epoch=state.best_epoch,
+        train_seconds=round(seconds, 3),
+        samples_per_s=round(sum(r["samples"] for r in history) / max(seconds, 1e-9), 1),
+        device=device,
+        git_revision=_git_revision(),
+        started=started.isoformat(timespec="seconds"),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _signature(run: RunConfig, fmap: dict, grid: GridInfo | None) -> str:
+    """Hash of everything a checkpoint must share with this run to be resumed by it."""
+    micn = run.micn_config
+    inputs = {"backbone": run.backbone, "seed": run.seed, "config": dataclasses.asdict(run.train),
+              "micn": None if micn is None else dataclasses.asdict(micn),
+              "samples": {k: fmap.get(k) for k in ("dataset", "protocol", "seed", "max_len", "n_users", "n_items",
+                                                   "n_categories", "counts")},
+              "run": grid.signature if grid else None}  # the grid's hash of code + samples + settings
+    return hashlib.blake2b(json.dumps(inputs, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MicnError(f"{path}: cannot create the run directory ({os_reason(e)}).") from None
 
 
 def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int, epoch: int, device, loss_fn,
                  aux_weights: dict[str, float], progress: bool) -> dict:
     model.train()
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # the order of epoch e, resumable
+    # The order of epoch e, resumable. Modulo 2^64 (torch's seed range) changes nothing for seeds
+    # below ~1.8e13 and keeps the largest seeds (up to SEED_MAX) valid.
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
     sums: dict[str, float] = {"loss": 0.0}
     n_batches = 0
     t0 = time.perf_counter()
@@ -265,38 +319,83 @@ def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int,
     return row
 
 
-def _resume(path: Path, model: nn.Module, optimizer, signature: dict) -> dict:
-    """The saved training state when `path` holds a checkpoint of this very run, else a fresh one."""
-    fresh = {"epoch": 0, "best_auc": float("-inf"), "best_epoch": 0, "bad_epochs": 0,
-             "best_state": copy.deepcopy(model.state_dict()), "history": [], "signature": signature}
+def load_tensors(path: Path, what: str, map_location: str = "cpu") -> dict:
+    """`torch.load(path, weights_only=True)`: tensors and plain data only, never pickled code.
+
+    A file holding anything else (a crafted pickle payload, or a file of an older version) is a
+    MicnError naming it; so is a file that is not a torch file at all."""
+    try:
+        value = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise MicnError(f"{path}: refused to load this {what}: it holds objects other than tensors and plain data "
+                        "(loading them could run code from the file). Delete it and train the run again; files "
+                        f"written by `micn train` hold tensors only. ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the user
+        raise MicnError(f"{path}: cannot read the {what} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "delete it and train the run again.") from None
+    if not isinstance(value, dict):
+        raise MicnError(f"{path}: not a {what} of `micn train` (expected a mapping, got {type(value).__name__}).")
+    return value
+
+
+def _resume(path: Path, model: nn.Module, optimizer, signature: str) -> tuple[TrainingState, dict]:
+    """(state, best weights) saved in `path` when it holds a checkpoint of this very run, else fresh ones."""
+    fresh = TrainingState(signature=signature), copy.deepcopy(model.state_dict())
     if not path.exists():
         return fresh
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error to the user
-        raise MicnError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e}); delete it to train "
-                        "this run from scratch.") from e
-    if ckpt["state"].get("signature") != signature:  # another run's checkpoint: never mix them
+    ckpt = load_tensors(path, "checkpoint")
+    plain = ckpt.get("state")
+    if not isinstance(plain, dict) or plain.get("signature") != signature:  # another run's checkpoint: never mix
         return fresh
+    state = TrainingState.from_plain(plain, path)
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    generator = _micn_generator(model)
-    if generator is not None and ckpt.get("micn_rng") is not None:
-        generator.set_state(ckpt["micn_rng"])
-    return ckpt["state"]
+    if isinstance(model, WithMICN) and ckpt.get("micn_rng") is not None:
+        model.set_rng_state(ckpt["micn_rng"])
+    return state, ckpt["best_state"]
 
 
-def _micn_generator(model: nn.Module) -> torch.Generator | None:
-    micn = getattr(model, "micn", None)
-    return getattr(micn, "generator", None)
+def _save_checkpoint(path: Path, model: nn.Module, optimizer, state: TrainingState, best_state: dict) -> None:
+    rng = model.rng_state() if isinstance(model, WithMICN) else None
+    _save_tensors(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
+                         "state": state.to_plain(), "micn_rng": rng}, "checkpoint")
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer, state: dict) -> None:
+def _save_tensors(path: Path, value: dict, what: str) -> None:
+    """`torch.save` through `<name>.tmp` and an atomic rename: a crash never leaves half a file, and
+    a failed write (full disk, read-only folder) removes the tmp file and names the file."""
     tmp = path.with_suffix(".tmp")
-    generator = _micn_generator(model)
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                "micn_rng": None if generator is None else generator.get_state()}, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+    try:
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as RuntimeError
+        _remove(tmp)
+        reason = os_reason(e) if isinstance(e, OSError) else _write_failure(path, e)
+        raise MicnError(f"{path}: cannot write the {what} ({reason}); nothing was left behind. Free space or "
+                        "fix the folder's permissions and run again: training resumes from the last checkpoint.") from None
+
+
+def _remove(path: Path) -> None:
+    """Delete a partial file if there is one (on a read-only file system there cannot be)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _write_failure(path: Path, e: RuntimeError) -> str:
+    """A user-facing reason for torch's writer error (it reports errno only as text)."""
+    text = str(e)
+    for marker, reason in (("No space left", "the disk is full"), ("Read-only file system", "the file system is read-only"),
+                           ("Permission denied", "permission denied"), ("Disk quota", "the disk quota is exceeded")):
+        if marker in text:
+            return reason
+    try:
+        if shutil.disk_usage(path.parent).free < (1 << 20):
+            return "the disk is full"
+    except OSError:
+        pass
+    return f"the write failed: {text.splitlines()[0] if text else type(e).__name__}"
 
 
 def _git_revision() -> str | None:

@@ -9,11 +9,23 @@ from pathlib import Path
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="micn-test-prefect-")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# `micn` subprocesses share one local Prefect server in that home (flows/_prefect.py); it stops
+# after a minute without use, and pytest_sessionfinish stops it at once.
+os.environ.setdefault("MICN_PREFECT_IDLE_S", "60")
+os.environ.pop("PREFECT_API_URL", None)  # never the developer's own server
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 AMAZON = REPO.parent / "shared" / "data" / "amazon"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Stop the shared Prefect server the session's `micn` subprocesses started, if any."""
+    from flows._prefect import stop_shared_server
+
+    stop_shared_server(Path(os.environ["PREFECT_HOME"]))
+
 
 requires_shared = pytest.mark.skipif(
     not AMAZON.is_dir(),

@@ -132,3 +132,26 @@ def test_all_splits_load(samples_dir):
     assert sizes == {s: fmap["counts"]["samples"][s]["rows"] for s in sizes}
     test = SampleSet.from_parquet(samples_dir / "test.parquet", fmap)
     assert np.unique(test.user_ids).size == len(test) // 2  # din: one test pair per user
+
+
+@pytest.mark.parametrize("keep", [0, 100, 0.5])
+def test_truncated_or_foreign_split_file_is_an_error_naming_it(samples_dir, tmp_path, keep):
+    data = (samples_dir / "valid.parquet").read_bytes()
+    broken = tmp_path / "valid.parquet"
+    broken.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(MicnError, match=r"valid\.parquet: cannot read this sample file, it is truncated or not Parquet"):
+        SampleSet.from_parquet(broken, samples_dir / "feature_map.json")
+
+
+def test_random_batch_is_left_padded_and_repeatable():
+    from micn.data.batch import random_batch
+
+    def make(seed: int, **kwargs) -> Batch:
+        return random_batch(16, 8, 50, 100, 10, torch.Generator().manual_seed(seed), **kwargs)
+
+    a, b = make(3, min_len=1), make(3, min_len=1)
+    assert all(torch.equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Batch))
+    assert (a.hist_len >= 1).all() and (a.hist_len <= 8).all()
+    real = torch.arange(8).unsqueeze(0) >= (8 - a.hist_len).unsqueeze(1)
+    assert (a.hist_items[~real] == 0).all() and (a.hist_items[real] >= 2).all() and (a.item < 100).all()
+    assert make(0, alternating_labels=True).label.tolist() == [1.0, 0.0] * 8

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
@@ -46,3 +48,55 @@ def test_ctr_metrics_from_logits():
     assert m["auc"] == pytest.approx(roc_auc_score(labels, probs))
     assert m["logloss"] == pytest.approx(log_loss(labels, probs))
     assert 0.5 < m["auc"] < 1 and 0 < m["gauc"] < 1
+
+
+def warehouse_oracle_auc(data, fmap: dict, warehouse, world) -> float:
+    """The oracle AUC as it was computed before training read only its samples: q from the warehouse."""
+    import duckdb
+
+    from micn.data.oracle import Oracle
+    from micn.evaluate import auc
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        counts = con.execute("select item_id, count(*) from reviews where dataset = $d group by item_id",
+                             {"d": fmap["dataset"]}).fetchall()
+    if fmap["protocol"] == "dien":
+        total = sum(n for _, n in counts)
+        q_of = {item: n / total for item, n in counts}
+    else:
+        q_of = dict.fromkeys((item for item, _ in counts), 1.0 / len(counts))
+    last = [x if x else None for x in data.last_hist_item_ids]
+    probs = Oracle.load(world).click_proba(data.user_ids, last, data.item_ids,
+                                           lambda ids: np.array([q_of.get(i, 0.0) for i in ids]))
+    return auc(data.label.numpy(), probs)
+
+
+@pytest.mark.parametrize("protocol", ["dien", "din"])
+def test_oracle_auc_from_the_samples_equals_the_warehouse_computation(tiny_warehouse, tiny_world, tmp_path, protocol):
+    from micn.data.dataset import SampleSet, load_feature_map
+    from micn.data.samples import build_samples
+    from micn.evaluate import oracle_auc
+    from tests.test_train import add_oracle_inputs
+
+    build_samples(tiny_warehouse, "tiny", tmp_path / "built", protocol=protocol, max_len=10, seed=1)
+    samples = add_oracle_inputs(tmp_path / "built", tiny_warehouse, tiny_world, tmp_path / "samples")
+    fmap = load_feature_map(samples)
+    test = SampleSet.from_parquet(samples / "test.parquet", fmap)
+    assert oracle_auc(test, fmap, samples) == warehouse_oracle_auc(test, fmap, tiny_warehouse, tiny_world)  # exactly
+
+
+def test_oracle_auc_is_none_on_real_data_and_a_missing_sampler_file_is_named(tiny_samples, tiny_warehouse, tiny_world,
+                                                                            tmp_path):
+    from micn.data.dataset import SampleSet, load_feature_map
+    from micn.errors import MicnError
+    from micn.evaluate import oracle_auc
+    from tests.test_train import add_oracle_inputs
+
+    shutil.copytree(tiny_samples, tmp_path / "copy")  # this test deletes a file: never the shared fixture's
+    samples = add_oracle_inputs(tmp_path / "copy", tiny_warehouse, tiny_world, tmp_path / "samples")
+    fmap = load_feature_map(samples)
+    test = SampleSet.from_parquet(samples / "test.parquet", fmap)
+    assert oracle_auc(test, {**fmap, "oracle": None}, samples) is None  # real data: no ground truth
+    (samples / "negative_sampler.parquet").unlink()
+    with pytest.raises(MicnError, match=r"negative_sampler\.parquet: no such file"):
+        oracle_auc(test, fmap, samples)

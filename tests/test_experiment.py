@@ -61,16 +61,16 @@ def test_tables_3_and_4_add_their_runs_once_and_remember_who_asked(tmp_path):
 
 
 @pytest.mark.parametrize("section, value, needle", [
-    ("experiments", {"table2": {"enabled": True, "backbones": ["lstm"]}}, "experiments.table2: backbones: unknown lstm"),
-    ("experiments", {"table3": {"enabled": True, "phis": [1.5]}}, "phis must lie in [0, 1]"),
+    ("experiments", {"table2": {"enabled": True, "backbones": ["lstm"]}}, "experiments.table2.backbones[0]: input should be 'wide_deep', 'din' or 'dien' (got 'lstm')"),
+    ("experiments", {"table3": {"enabled": True, "phis": [1.5]}}, "experiments.table3.phis[0]: input should be less than or equal to 1"),
     ("experiments", {"table2": {"enabled": False}}, "experiments: none is enabled"),
-    ("experiments", {"table2": {"enabled": True, "colour": "red"}}, "experiments.table2: unknown key(s) colour"),
+    ("experiments", {"table2": {"enabled": True, "colour": "red"}}, "experiments.table2.colour: unknown key"),
     ("datasets", {"synthetic": {"enabled": False}}, "datasets: no dataset is enabled"),
-    ("datasets", {"synthetic": {"enabled": True, "max_len": 0}}, "datasets.synthetic: max_len must be >= 1"),
-    ("datasets", {"a/b": {"enabled": True}}, "datasets.a/b: a dataset name may hold"),
-    ("grid", {"seeds": []}, "grid: seeds must list at least one seed"),
+    ("datasets", {"synthetic": {"enabled": True, "max_len": 0}}, "datasets.synthetic.max_len: input should be greater than or equal to 1"),
+    ("datasets", {"a/b": {"enabled": True}}, "datasets.'a/b': a dataset name may hold"),
+    ("grid", {"seeds": []}, "grid.seeds: tuple should have at least 1 item"),
     ("grid", {"seeds": [1, 1]}, "seeds must be distinct"),
-    ("grid", {"runner": "spark"}, "runner must be one of"),
+    ("grid", {"runner": "spark"}, "grid.runner: input should be 'auto', 'thread', 'dask' or 'ray'"),
 ])
 def test_bad_experiment_parameters_are_named(tmp_path, section, value, needle):
     with pytest.raises(MicnError) as e:
@@ -112,10 +112,10 @@ def test_runner_follows_address_and_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("section, needle", [
-    ({"profile": "huge"}, "generate: profile must be one of"),
-    ({"profile": "tiny", "format": "2016"}, 'format must be "2014" or "2018"'),
-    ({"profile": "tiny", "colour": 1}, "generate: unknown key(s) colour"),
-    ({"profile": "tiny", "seed": "7"}, "generate.seed: expected int"),
+    ({"profile": "huge"}, "generate.profile: input should be 'tiny', 'default', 'electronics' or 'books'"),
+    ({"profile": "tiny", "format": "2016"}, "generate.format: input should be '2014' or '2018'"),
+    ({"profile": "tiny", "colour": 1}, "generate.colour: unknown key"),
+    ({"profile": "tiny", "seed": "7"}, "generate.seed: expected an integer"),
 ])
 def test_bad_generate_section_is_named(tmp_path, section, needle):
     from micn.config import load_section
@@ -131,3 +131,22 @@ def test_repository_generate_section_is_valid():
     from micn.experiment import GenerateConfig
 
     assert load_section(REPO / "params.yaml", "generate", GenerateConfig).profile == "default"
+
+
+def test_micn_config_of_a_run_is_the_section_with_its_phi():
+    from micn.experiment import micn_config
+
+    exp = load_experiment(REPO / "params.yaml")
+    runs = plan_runs(exp)
+    base = next(r for r in runs if r.variant == "base")
+    micn = next(r for r in runs if r.variant == "micn")
+    assert micn_config(exp, base) is None  # the variant, not a flag, says whether MICN is used
+    assert micn_config(exp, micn) == exp.micn.__class__(**{**exp.micn.__dict__, "phi": micn.phi})
+
+
+def test_section_types_are_importable_from_their_old_places():
+    from micn import config, experiment
+
+    for name in ("GenerateConfig", "SamplesConfig", "GridConfig", "DatasetSpec", "ExperimentSpec", "TrainConfig",
+                 "MICNConfig"):
+        assert getattr(experiment, name) is getattr(config, name)

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from micn.experiment import DatasetSpec, Experiment, ExperimentSpec, GridConfig, RunSpec, plan_runs, samples_dir
-from micn.grid import failure_record, prune, run_one, samples_hash, write_failure
-from micn.models.micn_aux import MICNConfig
-from micn.train import TrainConfig
+from micn.config import DatasetSpec, ExperimentSpec, GridConfig, MICNConfig, TrainConfig
+from micn.experiment import Experiment, RunSpec, plan_runs, samples_dir
+from micn.errors import MicnError
+from micn.grid import failure_record, prune, run_one, samples_hash, wait_for_api, wait_for_dask, wait_for_ray, write_failure
+from micn.record import read_record, record_json, write_record
 
 
 def tiny_experiment(**train) -> Experiment:
@@ -34,26 +38,27 @@ def root(tmp_path, tiny_samples):
     return tmp_path
 
 
-def strip(record: dict) -> dict:
-    """A record without what legitimately differs between two trainings of the same run."""
-    drop = {"started", "finished", "train_seconds", "samples_per_s", "reused", "attempts"}
-    return {k: v for k, v in record.items() if k not in drop}
+def strip(run) -> dict:
+    """A run's record without what legitimately differs between two trainings of the same run."""
+    drop = {"started", "finished", "train_seconds", "samples_per_s", "attempts"}
+    return {k: v for k, v in record_json(run.record).items() if k not in drop}
 
 
 def test_run_writes_its_files_and_an_unchanged_run_is_reused(root):
     exp = tiny_experiment()
     spec = next(s for s in plan_runs(exp) if s.variant == "micn")
-    first = run_one(spec, exp, root)
-    assert not first["reused"] and first["status"] == "ok" and first["run_id"] == spec.run_id
-    assert first["experiments"] == ["table2"] and first["phi"] == exp.micn.phi and first["max_len"] == 10
-    on_disk = json.loads(spec.metrics_path(root).read_text())
-    assert on_disk["metrics"] == first["metrics"] and on_disk["signature"] == first["signature"]
-    assert len(json.loads(spec.history_path(root).read_text())) == first["epochs"]
+    run = run_one(spec, exp, root)
+    first = run.record
+    assert not run.reused and first.status == "ok" and first.run_id == spec.run_id
+    assert first.experiments == ["table2"] and first.phi == exp.micn.phi and first.max_len == 10
+    on_disk = read_record(spec.metrics_path(root))
+    assert on_disk == first and on_disk.signature is not None
+    assert len(json.loads(spec.history_path(root).read_text())) == first.epochs
     model = spec.model_dir(root) / "model.pt"
     stamp = model.stat().st_mtime_ns
 
     again = run_one(spec, exp, root)
-    assert again["reused"] and again["metrics"] == first["metrics"]
+    assert again.reused and again.record.metrics == first.metrics
     assert model.stat().st_mtime_ns == stamp  # not retrained
 
     import micn.grid
@@ -65,13 +70,13 @@ def test_run_writes_its_files_and_an_unchanged_run_is_reused(root):
         recoded = run_one(spec, exp, root, on_epoch_end=lambda epoch, row: epochs_trained.append(epoch))
     finally:
         micn.grid.code_hash = original
-    assert not recoded["reused"] and recoded["signature"] != first["signature"]
-    assert epochs_trained == list(range(1, first["epochs"] + 1))  # trained again, not the finished checkpoint resumed
+    assert not recoded.reused and recoded.record.signature != first.signature
+    assert epochs_trained == list(range(1, first.epochs + 1))  # trained again, not the finished checkpoint resumed
 
     changed = tiny_experiment(lr=5e-3)  # any training parameter changes the signature
     retrained = run_one(spec, changed, root)
-    assert not retrained["reused"] and retrained["signature"] != first["signature"]
-    assert retrained["params"]["train"]["lr"] == 5e-3
+    assert not retrained.reused and retrained.record.signature != first.signature
+    assert retrained.record.params["train"]["lr"] == 5e-3
 
 
 def test_runs_in_parallel_threads_equal_runs_one_after_another(root, tmp_path_factory):
@@ -98,13 +103,13 @@ def test_failure_record_carries_the_error_and_removes_a_stale_curve(root):
     except RuntimeError as e:
         record = failure_record(spec, exp, e, attempts=3)
     write_failure(spec, root, record)
-    stored = json.loads(spec.metrics_path(root).read_text())
-    assert stored["status"] == "failed" and stored["attempts"] == 3 and stored["metrics"] is None
-    assert stored["error"] == "RuntimeError: CUDA out of memory (simulated)" and "Traceback" in stored["traceback"]
-    assert stored["run_id"] == spec.run_id and stored["experiments"] == ["table2"]
+    stored = read_record(spec.metrics_path(root))
+    assert stored.status == "failed" and stored.attempts == 3 and stored.metrics is None
+    assert stored.error == "RuntimeError: CUDA out of memory (simulated)" and "Traceback" in stored.traceback
+    assert stored.run_id == spec.run_id and stored.experiments == ["table2"]
     assert not spec.history_path(root).exists()
     # a failed record is never reused: the next grid trains the run again
-    assert run_one(spec, exp, root)["reused"] is False
+    assert run_one(spec, exp, root).reused is False
 
 
 def test_corrupt_checkpoint_is_an_error_naming_the_file(root):
@@ -112,7 +117,7 @@ def test_corrupt_checkpoint_is_an_error_naming_the_file(root):
     spec = plan_runs(exp)[0]
     spec.model_dir(root).mkdir(parents=True)
     (spec.model_dir(root) / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(Exception, match="checkpoint.pt: cannot read the checkpoint"):
+    with pytest.raises(MicnError, match=r"checkpoint.pt: (cannot read the|refused to load this) checkpoint"):
         run_one(spec, exp, root)
 
 
@@ -125,16 +130,107 @@ def test_prune_removes_only_runs_the_grid_no_longer_asks_for(root):
     keep = plan_runs(smaller)
     gone = {s.run_id for s in planned[:2]} - {s.run_id for s in keep}
     assert gone  # the seed-2 run
-    assert set(prune(root, keep)) == gone
+    assert set(prune(root, keep).removed) == gone
     for spec in planned[:2]:
         exists = spec.run_id not in gone
         assert spec.metrics_path(root).exists() == exists
         assert spec.history_path(root).exists() == exists
         assert spec.model_dir(root).exists() == exists
-    assert prune(root, keep) == []
+    assert prune(root, keep) == type(prune(root, keep))(removed=[], left_alone=[])
 
 
 def test_run_id_names_every_axis():
     spec = RunSpec("books", "dien", "micn", 50, 0.7, 4)
     assert spec.run_id == "books/dien-micn-phi0.7-len50-seed4"
     assert RunSpec("books", "din", "base", 20, None, 1).run_id == "books/din-base-len20-seed1"
+
+
+def test_grid_leaves_user_files_alone(tmp_path):
+    """Pruning deletes a stale run's record, curve and model files, identified positively (a valid
+    record naming its own path; files named like a run holding what training writes), and nothing
+    else: user folders, a note inside a run folder, renamed copies, other files stay and are reported."""
+    exp = tiny_experiment()
+    stale = dataclasses.replace(plan_runs(exp)[0], seed=9)  # a run of an earlier grid
+    record = failure_record(stale, exp, "RuntimeError: an old failure", attempts=1)
+    write_record(stale.metrics_path(tmp_path), record)
+    stale.history_path(tmp_path).parent.mkdir(parents=True)
+    stale.history_path(tmp_path).write_text(json.dumps([{"epoch": 1, "valid_auc": 0.7}]))
+    (stale.metrics_path(tmp_path).parent / f"{stale.run_id.split('/')[1]}.json.tmp").write_text("{half a rec")
+    ours = [stale.model_dir(tmp_path) / name for name in ("model.pt", "checkpoint.pt", "checkpoint.tmp")]
+    user = {
+        "models/backup/archive_2023/model.pt": b"the only copy of last year's model",
+        "models/backup/notes.txt": b"notes",
+        "models/tiny/my-experiment": b"a file named like nothing the grid writes",
+        f"models/{stale.run_id}/NOTES.md": b"why this run matters",
+        "metrics/runs/README.md": b"# my notes",
+        "metrics/runs/tiny/din-base-len10-seed7.json": json.dumps(record_json(record)).encode(),  # renamed copy
+        "metrics/runs/tiny/din-base-len10-seed8.json": b"not a record",
+        "metrics/history/tiny/din-base-len10-seed8.json": b'{"not": "a curve"}',
+        "metrics/history/tiny/plot.png": b"\x89PNG",
+    }
+    for rel, data in user.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    for path in ours:
+        path.write_bytes(b"weights")
+
+    pruned = prune(tmp_path, plan_runs(exp))
+
+    assert pruned.removed == [stale.run_id]
+    assert not stale.metrics_path(tmp_path).exists() and not stale.history_path(tmp_path).exists()
+    assert not any(p.exists() for p in ours) and not list(stale.metrics_path(tmp_path).parent.glob("*.tmp"))
+    assert {rel: (tmp_path / rel).read_bytes() for rel in user} == user
+    left = {"models/backup/archive_2023", "models/backup/notes.txt", "models/tiny/my-experiment",
+            f"models/{stale.run_id}/NOTES.md", "metrics/runs/README.md",
+            "metrics/runs/tiny/din-base-len10-seed7.json", "metrics/runs/tiny/din-base-len10-seed8.json",
+            "metrics/history/tiny/din-base-len10-seed8.json", "metrics/history/tiny/plot.png"}
+    assert set(pruned.left_alone) == {str(tmp_path / rel) for rel in left}
+
+
+@pytest.fixture()
+def silent_listener():
+    """A TCP listener on 127.0.0.1 that accepts every connection and never sends a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+TIMEOUT_S, MARGIN_S = 1.5, 2.5
+
+
+@pytest.mark.parametrize("scheme", ["dask", "ray", "prefect"])
+def test_a_listener_that_never_answers_is_an_error_within_the_timeout(silent_listener, scheme):
+    """Every network wait of the grid is bounded by grid.connect_timeout_s (issue 13 §7)."""
+    port, accepted = silent_listener
+    address, wait = {"dask": (f"tcp://127.0.0.1:{port}", wait_for_dask), "ray": (f"ray://127.0.0.1:{port}", wait_for_ray),
+                     "prefect": (f"http://127.0.0.1:{port}/api", wait_for_api)}[scheme]
+    if scheme == "ray":
+        pytest.importorskip("grpc", reason="the Ray client's gRPC handshake needs grpc (installed with ray[client])")
+    if scheme == "dask":
+        import distributed.comm  # noqa: F401 - its import (seconds on a busy machine) is not the wait under test
+    t0 = time.monotonic()
+    with pytest.raises(MicnError) as e:
+        wait(address, TIMEOUT_S)
+    elapsed = time.monotonic() - t0
+    assert accepted, "the command never reached the listener"
+    assert TIMEOUT_S * 0.5 <= elapsed < TIMEOUT_S + MARGIN_S
+    assert address in str(e.value) and f"within {TIMEOUT_S:g} s" in str(e.value) and "\n" not in str(e.value)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from micn.data.batch import Batch
+from micn.data.batch import Batch, random_batch
 from micn.models import BACKBONES, DIEN, DIENConfig, ModelOutput, WideDeepConfig, build_backbone
 from micn.models.dien import right_align
 from micn.nn import ItemEmbedding, TargetAttention, masked_softmax
@@ -20,25 +20,7 @@ NAMES = ["wide_deep", "din", "dien"]
 
 def make_batch(B: int, T: int, seed: int = 0, lengths: torch.Tensor | None = None) -> Batch:
     """Left-padded random batch; real ids >= 2; lengths uniform in 0..T unless given."""
-    g = torch.Generator().manual_seed(seed)
-    if lengths is None:
-        lengths = torch.randint(0, T + 1, (B,), generator=g)
-    mask = torch.arange(T).unsqueeze(0) >= (T - lengths).unsqueeze(1)  # (B, T)
-
-    def ids(n: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(2, n, shape, generator=g)
-
-    return Batch(
-        user=ids(N_USERS, (B,)),
-        item=ids(N_ITEMS, (B,)),
-        category=ids(N_CATEGORIES, (B,)),
-        hist_items=ids(N_ITEMS, (B, T)) * mask,
-        hist_categories=ids(N_CATEGORIES, (B, T)) * mask,
-        hist_neg_items=ids(N_ITEMS, (B, T)) * mask,
-        hist_neg_categories=ids(N_CATEGORIES, (B, T)) * mask,
-        hist_len=lengths,
-        label=torch.randint(0, 2, (B,), generator=g).float(),
-    )
+    return random_batch(B, T, N_USERS, N_ITEMS, N_CATEGORIES, torch.Generator().manual_seed(seed), lengths=lengths)
 
 
 def repad(batch: Batch, T: int) -> Batch:

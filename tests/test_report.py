@@ -3,16 +3,21 @@ and the markdown/PNG report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
+from datetime import datetime
 
 import duckdb
 import numpy as np
 import pytest
 from scipy import stats
 
+from micn.config import MICNConfig, TrainConfig
 from micn.errors import MicnError
-from micn.report import build_metrics_db, write_report
+from micn.record import RunRecord, write_record
+from micn.report import FIGURES, build_metrics_db, write_report
 
 RNG = np.random.default_rng(0)
 
@@ -130,11 +135,11 @@ def test_bad_record_is_named_and_the_previous_database_survives(metrics_dir, tmp
     before = db.read_bytes()
     bad = d / "runs" / "synthetic" / "zz-stray.json"
     bad.write_text(json.dumps({"hello": "world"}))
-    with pytest.raises(MicnError, match="zz-stray.json: not a run record"):
+    with pytest.raises(MicnError, match="zz-stray.json: .*run record"):
         build_metrics_db(d, db)
     assert db.read_bytes() == before
     bad.write_text(json.dumps({"run_id": "synthetic/zz-stray", "metrics": {"auc": 0.7}}))  # no status
-    with pytest.raises(MicnError, match="zz-stray.json: not a run record"):
+    with pytest.raises(MicnError, match="zz-stray.json: .*missing; it is not a run record"):
         build_metrics_db(d, db)
     bad.write_text("{not json")
     with pytest.raises(MicnError, match="not valid JSON"):
@@ -159,3 +164,187 @@ def test_database_opens_in_a_fresh_connection_without_python(metrics_dir, tmp_pa
     finally:
         env_free.close()
     assert os.path.getsize(db) > 0
+
+
+# --- records are checked, not trusted (issue 13 §4) ---------------------------------------------
+
+
+def built(metrics_dir, tmp_path):
+    """The fixture's database, built once, and its bytes (a failed rebuild must leave them as they are)."""
+    d, _ = metrics_dir
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    return d, db, db.read_bytes()
+
+
+def test_a_copy_of_a_record_under_another_name_is_an_error_naming_both_files(metrics_dir, tmp_path):
+    d, db, before = built(metrics_dir, tmp_path)
+    original = d / "runs" / "synthetic" / "dien-base-len20-seed1.json"
+    copy = d / "runs" / "synthetic" / "dien-base-len20-seed1 (copy).json"
+    shutil.copy(original, copy)
+    with pytest.raises(MicnError) as e:
+        build_metrics_db(d, db)
+    assert str(original) in str(e.value) and str(copy) in str(e.value) and "synthetic/dien-base-len20-seed1" in str(e.value)
+    assert db.read_bytes() == before
+
+
+def test_a_record_under_another_runs_path_is_refused(metrics_dir, tmp_path):
+    d, db, before = built(metrics_dir, tmp_path)
+    path = d / "runs" / "synthetic" / "dien-base-len20-seed1.json"
+    moved = path.with_name("dien-base-len20-seed9.json")
+    path.rename(moved)
+    with pytest.raises(MicnError, match=r"dien-base-len20-seed9.json: holds run_id 'synthetic/dien-base-len20-seed1'"):
+        build_metrics_db(d, db)
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(("key", "value"), [("auc", 7.5), ("gauc", -0.1), ("logloss", -1.0), ("auc", None)])
+def test_a_metric_out_of_range_is_refused_naming_file_and_key(metrics_dir, tmp_path, key, value):
+    d, db, before = built(metrics_dir, tmp_path)
+    path = d / "runs" / "synthetic" / "dien-base-len20-seed2.json"
+    r = json.loads(path.read_text())
+    r["metrics"][key] = value
+    path.write_text(json.dumps(r))
+    with pytest.raises(MicnError, match=rf"dien-base-len20-seed2.json: metrics.{key} = "):
+        build_metrics_db(d, db)
+    assert db.read_bytes() == before
+
+
+def test_an_empty_record_is_an_error_not_a_skip(metrics_dir, tmp_path):
+    d, db, before = built(metrics_dir, tmp_path)
+    empty = d / "runs" / "synthetic" / "wide_deep-base-len20-seed1.json"
+    empty.write_bytes(b"")
+    with pytest.raises(MicnError, match="wide_deep-base-len20-seed1.json: the run record is empty"):
+        build_metrics_db(d, db)
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("text", ['[{"epoch": 1, "valid_auc": 0.7}, {"epoch": 2,', "", '{"epoch": 1}', '[{"epoch": "one"}]'])
+def test_a_malformed_learning_curve_is_one_paragraph_naming_the_file(metrics_dir, tmp_path, text):
+    d, db, before = built(metrics_dir, tmp_path)
+    curve = d / "history" / "synthetic" / "dien-base-len20-seed1.json"
+    curve.write_text(text)
+    with pytest.raises(MicnError) as e:
+        build_metrics_db(d, db)
+    message = str(e.value)
+    assert message.startswith(f"{curve}: ") and "\n" not in message and "rerun the grid" in message
+    assert db.read_bytes() == before and not any(p.name.endswith(".tmp") for p in db.parent.iterdir())
+
+
+def test_db_path_that_is_not_a_database_is_not_replaced(metrics_dir, tmp_path):
+    d, _ = metrics_dir
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    with pytest.raises(MicnError, match="notes.txt: not a DuckDB database"):
+        build_metrics_db(d, notes)
+    assert notes.read_text() == "my notes\n"
+    with pytest.raises(MicnError, match="is a directory"):
+        build_metrics_db(d, tmp_path)
+
+
+# --- the report owns only its figures (issue 13 §2) -----------------------------------------------
+
+
+def test_report_leaves_user_pngs_alone(metrics_dir, tmp_path):
+    d, _ = metrics_dir
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    figures = tmp_path / "reports" / "figures"
+    figures.mkdir(parents=True)
+    mine = {name: f"user bytes {name}".encode() for name in ("my_poster.png", "auc_by_backbone_v1.png", "notes.PNG")}
+    for name, data in mine.items():
+        (figures / name).write_bytes(data)
+    for run in (d / "runs" / "synthetic").glob("*phi0.7*"):  # Table 3 is no longer in the grid...
+        run.unlink()
+    for run in (d / "history" / "synthetic").glob("*phi0.7*"):
+        run.unlink()
+    for run in (d / "runs" / "synthetic").glob("dien-*.json"):
+        r = json.loads(run.read_text())
+        r["experiments"] = [e for e in r["experiments"] if e != "table3"]
+        run.write_text(json.dumps(r))
+    (figures / "phi_sweep.png").write_bytes(b"the report's own figure of an earlier grid")
+    build_metrics_db(d, db)
+    report = write_report(db, tmp_path / "reports")
+    assert not (figures / "phi_sweep.png").exists()  # ...so its stale figure goes
+    assert {p.name for p in report.figures} == {"auc_by_backbone.png", "learning_curves.png", "max_len.png"}
+    assert {name: (figures / name).read_bytes() for name in mine} == mine
+    assert set(FIGURES) >= {p.name for p in report.figures}
+
+
+# --- the run record and the metrics SQL cannot drift (issue 10 §2) --------------------------------
+
+# RunRecord field -> the `runs` columns it fills, as (column, how the value is found in the record).
+PARAM_COLUMNS = {
+    "samples_seed": ("samples_seed",), "lr": ("train", "lr"), "batch_size": ("train", "batch_size"),
+    "max_epochs": ("train", "epochs"), "patience": ("train", "patience"), "d_item": ("train", "d_item"),
+    "d_category": ("train", "d_category"), "dien_aux_weight": ("train", "dien_aux_weight"),
+    "micn_d_aux": ("micn", "d_aux"), "micn_k_max": ("micn", "k_max"), "micn_iterations": ("micn", "iterations"),
+    "micn_pow_p": ("micn", "pow_p"), "micn_n_neg": ("micn", "n_neg"), "micn_sampler": ("micn", "sampler"),
+    "lambda_micn": ("micn", "lambda_micn"), "micn_routing_std": ("micn", "routing_std"),
+}
+METRIC_COLUMNS = ("auc", "gauc", "logloss", "oracle_auc", "valid_auc")
+NESTED = {"metrics": METRIC_COLUMNS, "params": ("params", *PARAM_COLUMNS)}
+
+
+def _dig(value, keys):
+    for key in keys:
+        value = None if value is None else value.get(key)
+    return value
+
+
+def expected_columns(r: RunRecord) -> dict:
+    """The row `runs` must hold for record `r`, column by column."""
+    row = {f.name: getattr(r, f.name) for f in dataclasses.fields(RunRecord) if f.name not in NESTED}
+    row.update(started=datetime.fromisoformat(r.started) if r.started else None,
+               finished=datetime.fromisoformat(r.finished) if r.finished else None)
+    row.update({m: _dig(r.metrics, [m]) for m in METRIC_COLUMNS})
+    row.update({column: _dig(r.params, keys) for column, keys in PARAM_COLUMNS.items()})
+    row["params"] = r.params
+    return row
+
+
+def agreement_records() -> list[RunRecord]:
+    """An ok MICN run, an ok base run on real data (no oracle) and a failed run, every value distinct."""
+    train = dataclasses.asdict(TrainConfig(lr=0.002, batch_size=128, epochs=7, patience=3, d_item=12, d_category=6,
+                                           dien_aux_weight=0.5))
+    micn = dataclasses.asdict(MICNConfig(d_aux=20, k_max=3, iterations=2, pow_p=1.5, n_neg=40, sampler="uniform",
+                                         lambda_micn=0.25, phi=0.4, routing_std=0.5))
+    ok = RunRecord(
+        run_id="synthetic/dien-micn-phi0.4-len20-seed7", dataset="synthetic", protocol="dien", backbone="dien",
+        variant="micn", seed=7, max_len=20, phi=0.4, experiments=["table2", "table3"], status="ok", error=None,
+        traceback=None, attempts=2, signature="5f0c", params={"train": train, "micn": micn, "max_len": 20, "samples_seed": 11},
+        metrics={"auc": 0.81, "gauc": 0.79, "logloss": 0.47, "oracle_auc": 0.93, "valid_auc": 0.8}, epochs=5,
+        best_epoch=4, train_seconds=12.5, samples_per_s=3456.7, device="cpu", git_revision="deadbeef",
+        started="2026-11-27T10:00:00+00:00", finished="2026-11-27T10:01:02+00:00")
+    real = dataclasses.replace(ok, run_id="books/din-base-len10-seed3", dataset="books", protocol="din", backbone="din",
+                               variant="base", seed=3, max_len=10, phi=None, experiments=["table2"], attempts=1,
+                               params={"train": train, "micn": None, "max_len": 10, "samples_seed": 12},
+                               metrics={"auc": 0.7, "gauc": 0.69, "logloss": 0.55, "oracle_auc": None, "valid_auc": 0.71})
+    failed = RunRecord(
+        run_id="synthetic/wide_deep-micn-phi0.4-len20-seed8", dataset="synthetic", protocol=None, backbone="wide_deep",
+        variant="micn", seed=8, max_len=20, phi=0.4, experiments=["table2"], status="failed",
+        error="RuntimeError: boom", traceback="Traceback (most recent call last): ...", attempts=3, signature="77aa",
+        params={"train": train, "micn": micn, "max_len": 20}, metrics=None)
+    return [ok, real, failed]
+
+
+def test_every_run_record_field_has_its_column(tmp_path):
+    """Records written by micn.record, loaded through sql/metrics: each RunRecord field lands in its
+    column(s) with its value, and each column of `runs` comes from a field (so no stale column such
+    as `micn_lambda` survives a rename)."""
+    records = agreement_records()
+    for r in records:
+        write_record(tmp_path / "metrics" / "runs" / f"{r.run_id}.json", r)
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(tmp_path / "metrics", db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rel = con.sql("select * from runs order by run_id")
+        columns, rows = rel.columns, rel.fetchall()
+    expected = {r.run_id: expected_columns(r) for r in records}
+    assert set(columns) == set(next(iter(expected.values()))) | {"source_file"}
+    assert "lambda_micn" in columns and "micn_lambda" not in columns
+    for values in rows:
+        row = dict(zip(columns, values))
+        row["params"] = json.loads(row["params"])
+        assert row.pop("source_file").endswith(f"{row['run_id']}.json")
+        assert row == expected[row["run_id"]]

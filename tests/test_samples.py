@@ -1,12 +1,21 @@
 """Samples: hand-computed sequences for both protocols, leakage checks, vocabularies,
-determinism, negative sampling, bad arguments, and the real Amazon sample."""
+determinism, negative sampling, bad arguments, the real Amazon sample, byte-identity with the
+samples of the code before the renovation, what evaluation reads beside the samples (oracle/,
+negative_sampler.parquet, feature_map.json), the typed job and CLI plan, and failures a user can
+meet (full disk, read-only folder, a file that is no warehouse, a locked warehouse)."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -16,7 +25,8 @@ import pytest
 
 from micn.data import samples as samples_module
 from micn.data.ingest import ingest
-from micn.data.samples import build_samples, run_check
+from micn.config import SamplesConfig
+from micn.data.samples import SamplesJob, build_job, build_samples, run_check, samples_dir
 from micn.data.sql import run_script
 from micn.errors import MicnError
 from tests.conftest import AMAZON, raw_files, requires_shared
@@ -95,7 +105,9 @@ def padded(ids: list[int], max_len: int = MAX_LEN) -> list[int]:
 
 
 def file_hashes(out: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
+    """sha256 of every file below `out` (oracle/ included), by relative path."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
+            if p.is_file()}
 
 
 # --- hand-computed: dien -----------------------------------------------------------------------
@@ -122,7 +134,8 @@ def test_dien_report_counts(dien_build, hand_db):
     fmap = json.loads((out / "feature_map.json").read_text())
     assert fmap["counts"]["users"] == {"total": 6, "kept": 4, "dropped": DROPPED}
     assert fmap["protocol"] == "dien" and fmap["max_len"] == MAX_LEN and fmap["seed"] == 3
-    assert fmap["warehouse"] == str(hand_db) and fmap["columns"]["hist_items"] == "fixed_size_list<item: int32 not null>[3]"
+    assert fmap["source"] == hand_db.name and fmap["columns"]["hist_items"] == "fixed_size_list<item: int32 not null>[3]"
+    assert "warehouse" not in fmap and fmap["oracle"] is None  # real-like data: no ground truth
     assert fmap["padding_id"] == 0 and fmap["oov_id"] == 1
     assert fmap["n_items"] == len(vocab(out, "item")) + 2
     assert fmap["n_users"] == len(vocab(out, "user")) + 2 == 2 + 2  # train users only
@@ -367,7 +380,8 @@ def test_same_seed_gives_identical_bytes_for_any_thread_count(tiny_db, tiny_dien
     monkeypatch.setattr(duckdb, "connect", lambda *a, config=None, **k: connect(*a, config={**(config or {}), "threads": 1}, **k))
     build_samples(tiny_db, "tiny", tmp_path / "again", protocol="dien", max_len=10, seed=11)
     assert file_hashes(first) == file_hashes(tmp_path / "again")
-    assert len(file_hashes(first)) == 7  # 3 splits, 3 vocabularies, the feature map
+    # 3 splits, 3 vocabularies, the feature map, the summary, the negative sampler, 4 oracle files
+    assert len(file_hashes(first)) == 13
 
 
 def test_other_seed_gives_other_negatives(tiny_db, tiny_dien, tmp_path):
@@ -437,12 +451,15 @@ def test_din_negatives_never_reviewed_and_roughly_uniform(tiny_db, tmp_path):
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"dataset": "nope"}, r"dataset='nope' is not in the warehouse; it holds: 'hand'"),
     ({"dataset": ""}, r"dataset='' is not valid"),
-    ({"protocol": "sasrec"}, r"protocol='sasrec' is not a known sample protocol; valid choices: \['dien', 'din'\]"),
+    ({"dataset": "hand\n"}, r"dataset='hand\\n' is not valid: .*whitespace or control characters"),
+    ({"protocol": "sasrec"}, r"samples\.protocol: .*'dien' or 'din' \(got 'sasrec'\)"),
     ({"max_len": 0}, r"max_len=0 must be >= 1"),
     ({"max_len": 2.5}, r"max_len=2.5 must be an integer"),
-    ({"seed": -1}, r"seed=-1 must be a non-negative integer"),
-    ({"valid_frac": 0.0}, r"valid_frac=0.0 must be a fraction strictly between 0 and 1"),
-    ({"test_frac": 1.2}, r"test_frac=1.2 must be a fraction strictly between 0 and 1"),
+    ({"seed": -1}, r"samples\.seed: .*greater than or equal to 0 \(got -1\)"),
+    ({"seed": 2**64}, r"samples\.seed: .*less than or equal to 9223372036854775807 \(got 18446744073709551616\)"),
+    ({"valid_frac": 0.0}, r"samples\.valid_frac: .*greater than 0 \(got 0.0\)"),
+    ({"test_frac": 1.2}, r"samples\.test_frac: .*less than 1 \(got 1.2\)"),
+    ({"test_frac": float("nan")}, r"samples\.test_frac: expected a finite number"),
     ({"valid_frac": 0.5, "test_frac": 0.5}, r"valid_frac \+ test_frac = 0.5 \+ 0.5 must be below 1"),
 ])
 def test_bad_arguments_are_rejected_before_any_work(hand_db, tmp_path, kwargs, message):
@@ -543,3 +560,357 @@ def test_negatives_never_equal_their_positive_on_the_tiny_world(tiny_dien):
             hist, hist_neg = np.asarray(pos["hist_items"].to_list()), np.asarray(pos["hist_neg_items"].to_list())
             assert not ((hist == hist_neg) & (hist != 0)).any()
             assert ((hist == 0) == (hist_neg == 0)).all()
+
+
+# --- identical to the samples before the renovation ----------------------------------------------
+#
+# sha256 over (name, sha256(bytes)) of the split and vocabulary files, recorded with the code of
+# commit 6124b18 (before the negative draw became the `popularity_negatives` macro, the settings a
+# typed job and the SQL runner one). DuckDB's `hash` and pyarrow's writer are pinned in
+# constraints.txt; a deliberate upgrade of either is the one reason to re-record these.
+# `skewed`: one item holds most review rows, so most first draws are rejected and retried and
+# some exhaust the 8 attempts and take the fallback (the paths the macro must keep exactly).
+SKEWED = {f"s{u:02d}": [("p", 10 * k + u) if (k + u) % 6 else (f"q{(u + k) % 5}", 10 * k + u) for k in range(8)]
+          for u in range(30)}
+SKEWED_CATEGORIES = {"p": "P", **{f"q{i}": "Q" for i in range(5)}}
+DATA_FILES = ("train.parquet", "valid.parquet", "test.parquet", "vocab_user.parquet", "vocab_item.parquet",
+              "vocab_category.parquet")
+SKEWED_ARGS = {"max_len": 4, "valid_frac": 0.2, "test_frac": 0.2}
+BEFORE = {
+    "hand_dien": "ab11ef2bcf2a16104612edf6f87600964bd93192a8821a19cdb107338cf7e316",
+    "hand_din": "9f62c61d1804ec17fde9c4ea1e6dd47a56d0ada0794b7ffc885d0c3c1b949698",
+    "skewed_dien_s0": "b04f0558e7dcf559e0bcb5829eadf9431463e8a8a3309f65c27099162d66da44",
+    "skewed_dien_s1": "fff7893a11e0aefef31071d24285819b02a5854271b619e5cd33dfb9e5545f74",
+    "skewed_din_s0": "e35c5d2bc5cd53efab343af85da69b74bd245f90eadfcc4b78fa88b6c160c125",
+    "tiny_dien_s11": "d83435f2a9b4cbbf75957a37b918be75d8b1fea38086d441e9be9b7d61eb6884",
+}
+
+
+def data_digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for name in DATA_FILES:
+        h.update(name.encode())
+        h.update(hashlib.sha256((out / name).read_bytes()).digest())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def skewed_db(tmp_path_factory) -> Path:
+    return make_warehouse(tmp_path_factory.mktemp("skewed") / "w.duckdb", SKEWED, SKEWED_CATEGORIES, dataset="skewed")
+
+
+def test_samples_are_byte_identical_to_those_before_the_renovation(dien_build, din_build, tiny_dien, skewed_db, tmp_path):
+    built = {"hand_dien": dien_build[1], "hand_din": din_build[1], "tiny_dien_s11": tiny_dien[1]}
+    for protocol, seed in (("dien", 0), ("dien", 1), ("din", 0)):
+        out = tmp_path / f"skewed_{protocol}_s{seed}"
+        build_samples(skewed_db, "skewed", out, protocol=protocol, seed=seed, **SKEWED_ARGS)
+        built[out.name] = out
+    assert {name: data_digest(out) for name, out in built.items()} == BEFORE
+
+
+# Each behavior's 8 seeded draws of int_behavior_negatives (salt 'hist_neg'), recomputed.
+HIST_NEG_DRAWS = """
+with draws as (
+    select b.user_key, b.pos, b.item_key, attempts.k, r.item_key as drawn
+    from stg_behaviors as b
+    cross join range(8) as attempts(k)
+    inner join int_review_rows as r
+        on r.row_idx = hash(b.user_key, b.pos, $seed, 'hist_neg', attempts.k) % $n_rows::ubigint
+),
+
+per_behavior as (
+    select
+        bool_or(k = 0 and drawn = item_key) as first_rejected,
+        bool_and(drawn = item_key) as all_rejected
+    from draws
+    group by user_key, pos
+)
+
+select count(*) filter (where first_rejected), count(*) filter (where all_rejected) from per_behavior
+"""
+
+
+def test_skewed_world_exercises_retries_and_the_fallback(skewed_db):
+    """The byte-identity test above covers the rejection paths only if they are taken."""
+    job = SamplesJob.of("skewed", 4, protocol="dien", seed=0, valid_frac=0.2, test_frac=0.2)
+    con = duckdb.connect()
+    samples_module._attach_warehouse(con, skewed_db)
+    run_script(con, "samples/macros")
+    for table, model in samples_module.MODELS[:9]:
+        samples_module.materialize(con, table, model.format(protocol="dien"), job.sql_params())
+    n_rows = con.sql("select count(*) from int_review_rows").fetchall()[0][0]
+    rejected_first, all_rejected = con.execute(HIST_NEG_DRAWS, {"seed": 0, "n_rows": n_rows}).fetchall()[0]
+    assert rejected_first > 100 and all_rejected > 10
+    # the fallback is the next item key (cyclic): never the behavior's own item
+    assert con.sql("select count(*) from int_behavior_negatives join stg_behaviors using (user_key, pos) "
+                   "where neg_item_key = item_key").fetchall()[0][0] == 0
+
+
+def test_popularity_negatives_macro_rejects_then_falls_back_to_the_next_item():
+    """Every review row is item 1: a behavior of item 1 can never draw another item in 8 attempts
+    and takes item 1 % n_items + 1 = 2; a behavior of item 2 draws item 1 at once."""
+    con = duckdb.connect()
+    run_script(con, "samples/macros")
+    con.execute("create table int_review_rows as select range::ubigint as row_idx, 1 as item_key from range(10)")
+    con.execute("create table stg_items as select * from (values (1), (2), (3)) as t(item_key)")
+    con.execute("create table wanted as select * from (values (7, 1, 1), (7, 2, 2), (8, 1, 1)) as t(user_key, pos, item_key)")
+    got = con.execute("select user_key, pos, neg_item_key from popularity_negatives('wanted', $seed, 'neg') order by all",
+                      {"seed": 5}).fetchall()
+    assert got == [(7, 1, 2), (7, 2, 1), (8, 1, 2)]
+
+
+def test_the_two_popularity_draws_use_the_one_macro():
+    for model in ("int_behavior_negatives", "int_target_negatives_dien"):
+        text = samples_module.load_sql(f"samples/intermediate/{model}")
+        code = "\n".join(line.split("--")[0] for line in text.splitlines())
+        assert "popularity_negatives(" in code and "hash(" not in code, model
+
+
+# --- what evaluation reads beside the samples ---------------------------------------------------
+
+
+def test_negative_sampler_counts_equal_a_direct_sql_count(tiny_db, tiny_dien, dien_build, hand_db):
+    for db, dataset, out in ((tiny_db, "tiny", tiny_dien[1]), (hand_db, "hand", dien_build[1])):
+        table = pl.read_parquet(out / "negative_sampler.parquet")
+        assert table.schema == {"item_id": pl.String, "count": pl.Int64}
+        with duckdb.connect(str(db), read_only=True) as con:
+            direct = con.execute("select item_id, count(*) from reviews where dataset = $d group by item_id order by item_id",
+                                 {"d": dataset}).fetchall()
+        assert list(table.iter_rows()) == direct
+        assert table["item_id"].to_list() == sorted(table["item_id"].to_list())
+
+
+def test_oracle_files_are_byte_copies_of_the_worlds_ground_truth(tiny_world, tiny_dien):
+    _, out = tiny_dien
+    truth = tiny_world / "ground_truth"
+    assert sorted(p.name for p in (out / "oracle").iterdir()) == sorted(samples_module.ORACLE_FILES)
+    for name in samples_module.ORACLE_FILES:
+        assert (out / "oracle" / name).read_bytes() == (truth / name).read_bytes(), name
+    assert json.loads((out / "feature_map.json").read_text())["oracle"] == "oracle"
+
+
+def test_feature_map_holds_no_path_into_the_warehouse_or_the_raw_folder(tiny_db, tiny_world, tiny_dien):
+    _, out = tiny_dien
+    fmap = json.loads((out / "feature_map.json").read_text())
+    assert "warehouse" not in fmap and fmap["source"] == tiny_db.name
+    text = json.dumps(fmap)
+    for path in (tiny_db.resolve(), tiny_db.parent.resolve(), tiny_world.resolve()):
+        assert str(path) not in text
+    # every file the feature map names is inside the samples folder
+    named = [*fmap["splits"].values(), *fmap["vocab_files"].values(), fmap["oracle"]]
+    assert all((out / name).exists() and not Path(name).is_absolute() and ".." not in Path(name).parts for name in named)
+
+
+def test_samples_folder_works_without_the_warehouse_and_the_raw_folder(tiny_world, tmp_path):
+    """Copy the world, build, then delete the warehouse and the raw folder: nothing the samples
+    hold points back at them (what training and `micn interests` rely on)."""
+    from micn.data.ingest import ingest
+
+    world = shutil.copytree(tiny_world, tmp_path / "world")
+    reviews, meta = raw_files(world)
+    db = tmp_path / "w.duckdb"
+    ingest("tiny", [reviews], [meta], db)
+    build_samples(db, "tiny", tmp_path / "samples", max_len=10, seed=11)
+    shutil.rmtree(world)
+    db.unlink()
+    out = tmp_path / "samples"
+    fmap = json.loads((out / "feature_map.json").read_text())
+    assert (out / fmap["oracle"] / "world.json").is_file() and (out / "negative_sampler.parquet").is_file()
+
+
+def test_ground_truth_missing_a_file_is_a_clear_error(tiny_world, tmp_path):
+    from micn.data.ingest import ingest
+
+    world = shutil.copytree(tiny_world, tmp_path / "world")
+    (world / "ground_truth" / "users.parquet").unlink()
+    reviews, meta = raw_files(world)
+    ingest("tiny", [reviews], [meta], tmp_path / "w.duckdb")
+    with pytest.raises(MicnError, match=r"ground_truth: a synthetic world's ground truth without users\.parquet"):
+        build_samples(tmp_path / "w.duckdb", "tiny", tmp_path / "out", max_len=10)
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_data_over_synthetic_samples_removes_the_stale_oracle(tiny_db, hand_db, tmp_path):
+    out = tmp_path / "out"
+    build_samples(tiny_db, "tiny", out, max_len=10, seed=11)
+    assert (out / "oracle").is_dir()
+    build_samples(hand_db, "hand", out, max_len=MAX_LEN, **FRACTIONS)
+    assert not (out / "oracle").exists()
+    assert json.loads((out / "feature_map.json").read_text())["oracle"] is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(f).name for f in samples_module._output_names(False))
+
+
+# --- the typed job, the layout, the CLI plan ------------------------------------------------------
+
+
+def test_samples_job_carries_every_setting_and_its_sql_parameters():
+    job = SamplesJob("hand", 3, SamplesConfig(protocol="din", seed=7, valid_frac=0.2, test_frac=0.3))
+    assert job == SamplesJob.of("hand", 3, protocol="din", seed=7, valid_frac=0.2, test_frac=0.3)
+    assert job.sql_params() == {"dataset": "hand", "protocol": "din", "max_len": 3, "seed": 7, "valid_frac": 0.2,
+                                "test_frac": 0.3}
+    with pytest.raises(MicnError, match=r"max_len=True must be an integer"):
+        SamplesJob("hand", True)
+    with pytest.raises(MicnError, match=r"dataset='\.\./x' is not valid"):
+        SamplesJob("../x", 3)
+
+
+def test_build_job_equals_the_keyword_form(hand_db, dien_build, tmp_path):
+    _, first = dien_build
+    job = SamplesJob.of("hand", MAX_LEN, protocol="dien", seed=3, **FRACTIONS)
+    build_job(hand_db, job, tmp_path / "job")
+    assert file_hashes(tmp_path / "job") == file_hashes(first)
+
+
+def test_samples_dir_is_the_one_layout(tmp_path):
+    from micn import experiment
+
+    assert samples_dir(tmp_path, "tiny", 10) == tmp_path / "data" / "samples" / "tiny" / "len10"
+    assert experiment.samples_dir(tmp_path, "tiny", 10) == samples_dir(tmp_path, "tiny", 10)
+
+
+PARAMS_YAML = """
+datasets:
+  tiny: {enabled: true, max_len: 10}
+experiments:
+  table2: {enabled: true, backbones: [din], variants: [base]}
+  table4: {enabled: true, backbones: [din], variants: [base], max_lens: [5, 10]}
+samples: {protocol: din, seed: 11, valid_frac: 0.2, test_frac: 0.1}
+"""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    from flows import samples as samples_flow_module
+
+    parser = argparse.ArgumentParser()
+    samples_flow_module.add_arguments(parser, "samples")
+    return parser.parse_args(argv)
+
+
+def test_flag_mode_and_params_mode_give_the_same_typed_plan(tmp_path):
+    from flows.samples import SamplesBuild, SamplesPlan, plan_from_args
+
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS_YAML)
+    by_params = plan_from_args(parse(["--params", str(params), "--db", "w.duckdb", "--out", "data/samples"]))
+    by_flags = [plan_from_args(parse(["--dataset", "tiny", "--max-len", str(n), "--protocol", "din", "--seed", "11",
+                                      "--valid-frac", "0.2", "--test-frac", "0.1", "--db", "w.duckdb",
+                                      "--out", f"data/samples/tiny/len{n}"])) for n in (5, 10)]
+    assert isinstance(by_params, SamplesPlan) and all(isinstance(b, SamplesBuild) for b in by_params.builds)
+    assert by_params == SamplesPlan(Path("w.duckdb"), tuple(b for plan in by_flags for b in plan.builds))
+    assert [b.out for b in by_params.builds] == [Path("data/samples/tiny/len5"), Path("data/samples/tiny/len10")]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--db", "w.duckdb", "--out", "o"], r"give --dataset \(one dataset\) or --params"),
+    (["--dataset", "tiny", "--valid-frac", "1.5", "--db", "w.duckdb", "--out", "o"], r"samples\.valid_frac: .*less than 1"),
+    (["--dataset", "tiny", "--max-len", "0", "--db", "w.duckdb", "--out", "o"], r"max_len=0 must be >= 1"),
+])
+def test_bad_flags_are_one_error_before_any_work(argv, message):
+    from flows.samples import plan_from_args
+
+    with pytest.raises(MicnError, match=message):
+        plan_from_args(parse(argv))
+
+
+# --- failures a user can meet ------------------------------------------------------------------
+
+
+def test_a_file_that_is_no_duckdb_warehouse_is_a_clear_error(tmp_path):
+    text = tmp_path / "notes.duckdb"
+    text.write_text("hello\nworld\n")
+    empty = tmp_path / "empty.duckdb"
+    empty.touch()
+    for path, what in ((text, r"a file of 12 bytes without DuckDB's header"), (empty, "an empty file")):
+        with pytest.raises(MicnError, match=rf"{path.name}: not a DuckDB database file \({what}\); give the warehouse"):
+            build_samples(path, "hand", tmp_path / "out")
+    with pytest.raises(MicnError, match=r": is a directory, not a warehouse file"):
+        build_samples(tmp_path, "hand", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_micn_samples_on_a_text_file_prints_one_paragraph_and_exits_2(tmp_path):
+    text = tmp_path / "warehouse.duckdb"
+    text.write_text("not a database\n")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "samples", "--db", str(text), "--dataset", "tiny",
+                           "--out", str(tmp_path / "out")], cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "MICN_PREFECT_SERVER": "temporary"}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"micn samples: error: {text}: not a DuckDB database file (a file of 15 bytes without DuckDB's header); "
+        "give the warehouse written by `micn ingest` (e.g. data/warehouse.duckdb)."]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_warehouse_locked_by_another_process_is_a_clear_error(tmp_path):
+    db = make_warehouse(tmp_path / "w.duckdb", HAND, CATEGORIES)
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+                               "print('holding', flush=True); time.sleep(60)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(MicnError, match=r"another process holds this warehouse open for writing"):
+            build_samples(db, "hand", tmp_path / "out", max_len=MAX_LEN, **FRACTIONS)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of `size` mounted at `path` (root only; skipped elsewhere with the reason)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_full_disk_is_one_error_naming_the_file_and_keeps_the_previous_samples(hand_db, tiny_db, tmp_path):
+    with small_disk(tmp_path / "disk", "96k") as disk:
+        out = disk / "samples"
+        build_samples(hand_db, "hand", out, max_len=MAX_LEN, **FRACTIONS)
+        before = file_hashes(out)
+        with pytest.raises(MicnError, match=rf"{out}/\S+: cannot write the samples \(the disk is full: free some space "
+                                            r"and rerun\); no partial file is left and the previous samples, if any, "
+                                            r"are unchanged\.") as caught:
+            build_samples(tiny_db, "tiny", out, max_len=10, seed=11)
+        assert "\n" not in str(caught.value)
+        assert file_hashes(out) == before
+        assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no staging folder left behind
+
+
+def test_read_only_output_folder_is_one_error_and_writes_nothing(hand_db, tmp_path):
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        out = disk / "samples"
+        build_samples(hand_db, "hand", out, max_len=MAX_LEN, **FRACTIONS)
+        before = file_hashes(out)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        for target in (out, disk / "new" / "samples"):
+            with pytest.raises(MicnError, match=r": cannot write the samples \(the file system is read-only"):
+                build_samples(hand_db, "hand", target, max_len=MAX_LEN, seed=4, **FRACTIONS)
+        assert file_hashes(out) == before and not (disk / "new").exists()
+
+
+def test_a_staging_folder_left_by_a_killed_build_is_removed(hand_db, tmp_path):
+    out = tmp_path / "out"
+    stale = out / ".micn-samples-killed"
+    stale.mkdir(parents=True)
+    (stale / "train.parquet").write_bytes(b"half")
+    (out / "mine.txt").write_text("a user's file")
+    build_samples(hand_db, "hand", out, max_len=MAX_LEN, **FRACTIONS)
+    assert not stale.exists() and (out / "mine.txt").read_text() == "a user's file"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_write_summary_is_atomic_and_names_the_file_it_cannot_write(dien_build, tmp_path):
+    report, _ = dien_build
+    missing = tmp_path / "no" / "such" / "summary.parquet"
+    with pytest.raises(MicnError, match=rf"{missing}: cannot write the samples"):
+        samples_module.write_summary(report, missing)
+    assert not missing.parent.exists()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import datetime as dt
+import errno
 import gzip
+import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -12,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from micn.data.oracle import Oracle
 from micn.data.synthetic import PROFILES, Profile, WorldSummary, generate_world
+from micn.data.synthetic.world import RandomStreams, sample_world
+from micn.errors import MicnError
 
 TINY = PROFILES["tiny"]
 KEYS_2014 = ["reviewerID", "asin", "reviewerName", "helpful", "reviewText", "overall", "summary", "unixReviewTime",
@@ -23,6 +29,8 @@ OPTIONAL_2014 = {"reviewerName", "reviewText"}
 KEYS_2018 = ["overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style", "reviewerName", "reviewText",
              "summary", "unixReviewTime"]  # fmt: skip
 OPTIONAL_2018 = {"vote", "style", "reviewerName", "reviewText"}
+# sha256 of every file, recorded with the generator before it became a package (see the file's "about").
+RECORDED = json.loads((Path(__file__).parent / "data" / "synthetic_hashes.json").read_text())["worlds"]
 META_KEYS_2018 = ["category", "tech1", "description", "fit", "title", "also_buy", "image", "tech2", "brand", "feature",
                   "rank", "also_view", "details", "main_cat", "similar_item", "date", "price", "asin"]  # fmt: skip
 
@@ -34,6 +42,10 @@ def _lines(path: Path) -> list[str]:
 
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _sha256(root: Path) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in _files(root).items()}
 
 
 def _is_ordered_subsequence(keys: list[str], reference: list[str]) -> bool:
@@ -48,7 +60,7 @@ def world14(tmp_path_factory: pytest.TempPathFactory) -> WorldSummary:
 
 @pytest.fixture(scope="module")
 def world18(tmp_path_factory: pytest.TempPathFactory) -> WorldSummary:
-    return generate_world("tiny", tmp_path_factory.mktemp("w18"), seed=0, fmt="2018")
+    return generate_world("tiny", tmp_path_factory.mktemp("w18"), seed=0, format="2018")
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +78,11 @@ def oracle(world14: WorldSummary) -> Oracle:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["2014", "2018"])
-def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path, fmt: str) -> None:
-    a = generate_world("tiny", tmp_path / "a", seed=7, fmt=fmt)
-    b = generate_world("tiny", tmp_path / "b", seed=7, fmt=fmt)
-    c = generate_world("tiny", tmp_path / "c", seed=8, fmt=fmt)
+@pytest.mark.parametrize("format", ["2014", "2018"])
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path, format: str) -> None:
+    a = generate_world("tiny", tmp_path / "a", seed=7, format=format)
+    b = generate_world("tiny", tmp_path / "b", seed=7, format=format)
+    c = generate_world("tiny", tmp_path / "c", seed=8, format=format)
     files_a, files_b, files_c = _files(a.out_dir), _files(b.out_dir), _files(c.out_dir)
     assert sorted(files_a) == sorted(
         [a.reviews_path.name, a.meta_path.name] + [f"ground_truth/{f}" for f in
@@ -79,6 +91,14 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
     assert files_a == files_b
     for name in files_a:
         assert files_a[name] != files_c[name], name
+
+
+@pytest.mark.parametrize("key", ["tiny-seed7-2014", "tiny-seed7-2018"])
+def test_files_are_byte_identical_to_the_recorded_hashes(tmp_path: Path, key: str) -> None:
+    """The refactoring into a package changed no random draw and no output byte."""
+    world = RECORDED[key]
+    generate_world(world["profile"], tmp_path, seed=world["seed"], format=world["format"])
+    assert _sha256(tmp_path) == world["sha256"]
 
 
 def test_declared_sizes_2014(world14: WorldSummary, reviews14: list[dict]) -> None:
@@ -280,7 +300,7 @@ def test_bad_arguments_raise_value_errors_naming_the_value(tmp_path: Path) -> No
     with pytest.raises(ValueError, match=r"'huge'.*tiny"):
         generate_world("huge", tmp_path)
     with pytest.raises(ValueError, match=r"'2016'.*2014"):
-        generate_world("tiny", tmp_path, fmt="2016")
+        generate_world("tiny", tmp_path, format="2016")
     with pytest.raises(ValueError, match=r"seed=-1"):
         generate_world("tiny", tmp_path, seed=-1)
     a_file = tmp_path / "file.txt"
@@ -309,3 +329,94 @@ def test_profiles_and_custom_names(tmp_path: Path) -> None:
     for r in reviews:
         topics_by_user[r["reviewerID"]].add(int(oracle.item_topic[oracle.item_index([r["asin"]])[0]]))
     assert all(len(t) == 1 for t in topics_by_user.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The typed world, its summary, and the `generate` command's config
+# ---------------------------------------------------------------------------------------------
+
+
+def test_world_is_typed_with_the_documented_shapes() -> None:
+    world = sample_world(TINY, RandomStreams.from_seed(7))
+    T, C, I, U, N = TINY.n_topics, TINY.n_categories, TINY.n_items, TINY.n_users, TINY.n_reviews
+    K = min(len(TINY.topics_per_user_p), T)
+    cat, users, rev = world.catalogue, world.users, world.reviews
+    assert cat.topic_pop.shape == (T,) and len(cat.topic_names) == T
+    assert cat.cat_topic.shape == cat.p_cat.shape == cat.cat_cdf.shape == cat.cat_has_mid.shape == (C,)
+    assert cat.item_cat.shape == cat.p_item.shape == cat.item_cdf.shape == cat.item_rank_in_cat.shape == (I,)
+    assert users.topics.shape == users.weights.shape == (U, K) and users.k.shape == users.lengths.shape == (U,)
+    assert {a.shape for a in (rev.user, rev.topic, rev.cat, rev.item, rev.day, rev.rating)} == {(N,)}
+    assert world.ids.user.shape == (U,) and world.ids.item.shape == world.missing_meta.shape == (I,)
+    # Invariants the samplers promise: grouped indices, topics of the chain held by the user, sorted days.
+    assert (np.diff(cat.cat_topic) >= 0).all() and (np.diff(cat.item_cat) >= 0).all()
+    assert (cat.cat_topic[rev.cat] == rev.topic).all() and (cat.item_cat[rev.item] == rev.cat).all()
+    assert ((users.topics[rev.user] == rev.topic[:, None]).any(axis=1)).all()
+    same_user = rev.user[1:] == rev.user[:-1]
+    assert (np.diff(rev.day)[same_user] >= 1).all() and users.lengths.sum() == N
+    assert world.item_counts.sum() == N
+
+
+def test_world_json_is_the_serialisation_of_the_summary(world14: WorldSummary, world18: WorldSummary) -> None:
+    for summary in (world14, world18):
+        path = summary.ground_truth_dir / "world.json"
+        assert path.read_text(encoding="utf-8") == summary.to_json()
+        assert WorldSummary.read(path) == summary  # every stored field round-trips (seconds aside)
+    assert (world18.format, world18.n_review_lines > world18.n_reviews) == ("2018", True)
+
+
+def test_unreadable_world_json_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "ground_truth").mkdir()
+    bad = tmp_path / "ground_truth" / "world.json"
+    with pytest.raises(MicnError, match=r"world\.json: cannot read"):
+        WorldSummary.read(bad)
+    bad.write_text('{"profile": "tiny"}')
+    with pytest.raises(MicnError, match=r"world\.json: not a world summary.*profile_params"):
+        WorldSummary.read(bad)
+
+
+def test_profile_names_every_bad_knob_at_once() -> None:
+    with pytest.raises(ValueError, match=r"rho must lie in \[0, 1\], got 1.5; dirichlet_alpha must be > 0, got 0"):
+        Profile("bad", n_users=10, n_items=20, n_categories=4, n_reviews=50, n_topics=2, rho=1.5, dirichlet_alpha=0)
+
+
+def test_a_failed_write_is_one_paragraph_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(path: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("micn.data.synthetic.sink.GzipSink.__init__", lambda self, path: disk_full(path))
+    with pytest.raises(MicnError, match=r"reviews_Tiny_5\.json\.gz: writing the synthetic world failed: disk full"):
+        generate_world("tiny", tmp_path, seed=1)
+
+
+def _generate_parser() -> argparse.ArgumentParser:
+    from flows.generate import add_arguments
+
+    parser = argparse.ArgumentParser(prog="micn generate")
+    add_arguments(parser, "generate")
+    return parser
+
+
+def test_generate_flag_and_params_modes_build_the_same_config(tmp_path: Path) -> None:
+    from flows.generate import config_from_args
+    from micn.config import GenerateConfig
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["generate"] = {"profile": "tiny", "seed": 7, "format": "2018", "name": "Toys"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    parse = _generate_parser().parse_args
+    from_file = config_from_args(parse(["--params", str(tmp_path / "params.yaml"), "--out", "w"]))
+    from_flags = config_from_args(parse("--profile tiny --seed 7 --format 2018 --name Toys --out w".split()))
+    assert from_file == from_flags == GenerateConfig(profile="tiny", seed=7, format="2018", name="Toys")
+    assert config_from_args(parse("--profile tiny --out w".split())) == GenerateConfig(profile="tiny")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    ("--out w", r"give --profile .* or --params"),
+    ("--params p.yaml --seed 3 --format 2018 --out w", r"--seed, --format cannot be combined with --params p\.yaml"),
+    ("--profile tiny --name a/b --out w", r"name='a/b' must be a file-name piece"),
+])  # fmt: skip
+def test_generate_user_errors_name_the_flag(argv: str, message: str) -> None:
+    from flows.generate import config_from_args
+
+    with pytest.raises(MicnError, match=message):
+        config_from_args(_generate_parser().parse_args(argv.split()))

@@ -1,18 +1,26 @@
-"""Training: outputs, selection on validation, resume, determinism, bad input, quality on `tiny`."""
+"""Training: outputs, selection on validation, resume, determinism, bad input, quality on `tiny`;
+files it refuses (pickle payloads, truncated samples) and failures it cleans up after (full disk)."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
+import os
 import shutil
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 import torch
 
+from micn.config import MICNConfig, TrainConfig
 from micn.data.dataset import SampleSet, load_feature_map
 from micn.errors import MicnError
 from micn.evaluate import auc
-from micn.train import TrainConfig, build_model, predict, train
+from micn.record import GridInfo, RunRecord, read_record
+from micn.train import RunConfig, RunPaths, build_model, predict, train
 
 FAST = TrainConfig(epochs=3, batch_size=64, patience=5, threads=1)
 
@@ -21,79 +29,211 @@ class Interrupt(Exception):
     pass
 
 
-def test_outputs_and_selection_on_validation(tiny_samples, tmp_path):
-    result = train(tiny_samples, "wide_deep", tmp_path / "run", seed=3, cfg=FAST)
-    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert written == result
-    assert {"auc", "gauc", "logloss", "oracle_auc", "valid_auc"} <= set(result["metrics"])
-    assert (result["dataset"], result["protocol"], result["backbone"], result["variant"]) == ("tiny", "dien", "wide_deep", "base")
+def add_oracle_inputs(samples: Path, warehouse: Path, world: Path, dst: Path) -> Path:
+    """`samples` as the samples stage writes them for synthetic data: with `oracle/` (the world's
+    ground truth) and `negative_sampler.parquet`. Returns `samples` itself when it has them."""
+    fmap = load_feature_map(samples)
+    if fmap.get("oracle") is not None and (samples / "negative_sampler.parquet").is_file():
+        return samples
+    shutil.copytree(samples, dst)
+    shutil.copytree(world / "ground_truth", dst / "oracle")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        con.execute("copy (select item_id, count(*) as count from reviews where dataset = $d group by item_id "
+                    f"order by item_id) to '{dst / 'negative_sampler.parquet'}' (format parquet)", {"d": fmap["dataset"]})
+    fmap["oracle"] = "oracle"
+    (dst / "feature_map.json").write_text(json.dumps(fmap, indent=2))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def samples(tiny_samples, tiny_warehouse, tiny_world, tmp_path_factory) -> Path:
+    """The tiny samples with the oracle's inputs beside them (training reads nothing else)."""
+    return add_oracle_inputs(tiny_samples, tiny_warehouse, tiny_world, tmp_path_factory.mktemp("oracle") / "samples")
+
+
+def fit(samples: Path, backbone: str, out: Path, seed: int, cfg: TrainConfig = FAST, variant: str = "base",
+        micn: MICNConfig = MICNConfig(), dataset: str | None = None, **kwargs) -> RunRecord:
+    run = RunConfig(backbone=backbone, variant=variant, seed=seed, train=cfg, micn=micn, dataset=dataset)
+    return train(run, RunPaths(samples, out), **kwargs)
+
+
+def test_outputs_and_selection_on_validation(samples, tmp_path):
+    result = fit(samples, "wide_deep", tmp_path / "run", seed=3)
+    assert read_record(tmp_path / "run" / "metrics.json") == result
+    assert {"auc", "gauc", "logloss", "oracle_auc", "valid_auc"} <= set(result.metrics)
+    assert (result.dataset, result.protocol, result.backbone, result.variant) == ("tiny", "dien", "wide_deep", "base")
+    assert (result.run_id, result.signature, result.status, result.attempts) == (None, None, "ok", 1)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3] and result["epochs"] == 3
+    assert [h["epoch"] for h in history] == [1, 2, 3] and result.epochs == 3
     best = max(history, key=lambda h: h["valid_auc"])
-    assert result["best_epoch"] == best["epoch"] and result["metrics"]["valid_auc"] == best["valid_auc"]
-    assert 0.5 < result["metrics"]["oracle_auc"] <= 1.0  # synthetic data: the ceiling is known
+    assert result.best_epoch == best["epoch"] and result.metrics["valid_auc"] == best["valid_auc"]
+    assert 0.5 < result.metrics["oracle_auc"] <= 1.0  # synthetic data: the ceiling is known
 
 
-def test_model_file_round_trip(tiny_samples, tmp_path):
-    result = train(tiny_samples, "din", tmp_path / "run", seed=2, cfg=FAST)
-    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
-    fmap = load_feature_map(tiny_samples)
+def test_grid_info_goes_into_the_record(samples, tmp_path):
+    grid = GridInfo(run_id="tiny/wide_deep-base-len10-seed3", experiments=("table2",), signature="abc", attempt=2,
+                    max_len=10, phi=None)
+    record = fit(samples, "wide_deep", tmp_path / "run", seed=3, cfg=dataclasses.replace(FAST, epochs=1), grid=grid)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (written["run_id"], written["experiments"], written["signature"], written["attempts"]) == (
+        "tiny/wide_deep-base-len10-seed3", ["table2"], "abc", 2)
+    assert read_record(tmp_path / "run" / "metrics.json") == record
+
+
+def test_model_file_round_trip(samples, tmp_path):
+    result = fit(samples, "din", tmp_path / "run", seed=2)
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)  # tensors and plain data only
+    fmap = load_feature_map(samples)
     model = build_model("din", fmap, TrainConfig(**saved["config"]))
     model.load_state_dict(saved["model"])
-    test = SampleSet.from_parquet(tiny_samples / "test.parquet", fmap)
+    test = SampleSet.from_parquet(samples / "test.parquet", fmap)
     logits = predict(model, test, 512, torch.device("cpu"))
-    assert auc(test.label.numpy(), logits) == pytest.approx(result["metrics"]["auc"])
+    assert auc(test.label.numpy(), logits) == pytest.approx(result.metrics["auc"])
+    assert saved["variant"] == "base" and saved["micn"] is None
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_samples, tmp_path):
-    whole = train(tiny_samples, "dien", tmp_path / "whole", seed=5, cfg=FAST)
+def test_interrupted_run_resumes_to_the_same_result(samples, tmp_path):
+    whole = fit(samples, "dien", tmp_path / "whole", seed=5)
 
     def stop_after_first(epoch, row):
         if epoch == 1:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train(tiny_samples, "dien", tmp_path / "resumed", seed=5, cfg=FAST, on_epoch_end=stop_after_first)
+        fit(samples, "dien", tmp_path / "resumed", seed=5, on_epoch_end=stop_after_first)
     assert not (tmp_path / "resumed" / "metrics.json").exists()
-    resumed = train(tiny_samples, "dien", tmp_path / "resumed", seed=5, cfg=FAST)
-    assert resumed["metrics"] == whole["metrics"]
+    resumed = fit(samples, "dien", tmp_path / "resumed", seed=5)
+    assert resumed.metrics == whole.metrics
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("seconds", "samples_per_s")} for r in h]  # noqa: E731
     history = lambda d: json.loads((tmp_path / d / "history.json").read_text())  # noqa: E731
     assert strip(history("resumed")) == strip(history("whole"))
 
 
-def test_checkpoint_of_another_run_is_not_resumed(tiny_samples, tmp_path):
-    train(tiny_samples, "wide_deep", tmp_path / "run", seed=1, cfg=FAST)
-    other = train(tiny_samples, "wide_deep", tmp_path / "run", seed=2, cfg=FAST)  # same dir, other seed
-    fresh = train(tiny_samples, "wide_deep", tmp_path / "fresh", seed=2, cfg=FAST)
-    assert other["metrics"] == fresh["metrics"] and other["epochs"] == 3
+def test_interrupted_micn_run_resumes_its_random_draws(samples, tmp_path):
+    """MICN's generator state travels in the checkpoint (WithMICN.rng_state), so the resumed
+    run draws the same routing logits and candidates as the uninterrupted one."""
+    micn = MICNConfig(n_neg=20)
+    whole = fit(samples, "wide_deep", tmp_path / "whole", seed=4, variant="micn", micn=micn)
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(samples, "wide_deep", tmp_path / "resumed", seed=4, variant="micn", micn=micn, on_epoch_end=stop_after_first)
+    resumed = fit(samples, "wide_deep", tmp_path / "resumed", seed=4, variant="micn", micn=micn)
+    assert resumed.metrics == whole.metrics
 
 
-def test_same_seed_same_result_other_seed_differs(tiny_samples, tmp_path):
-    a = train(tiny_samples, "din", tmp_path / "a", seed=7, cfg=FAST)
-    b = train(tiny_samples, "din", tmp_path / "b", seed=7, cfg=FAST)
-    c = train(tiny_samples, "din", tmp_path / "c", seed=8, cfg=FAST)
-    assert a["metrics"] == b["metrics"]
-    assert a["metrics"]["logloss"] != c["metrics"]["logloss"]
+def test_checkpoint_of_another_run_is_not_resumed(samples, tmp_path):
+    fit(samples, "wide_deep", tmp_path / "run", seed=1)
+    other = fit(samples, "wide_deep", tmp_path / "run", seed=2)  # same dir, other seed
+    fresh = fit(samples, "wide_deep", tmp_path / "fresh", seed=2)
+    assert other.metrics == fresh.metrics and other.epochs == 3
 
 
-def test_bad_arguments_are_rejected_up_front(tiny_samples, tmp_path):
+def test_same_seed_same_result_other_seed_differs(samples, tmp_path):
+    a = fit(samples, "din", tmp_path / "a", seed=7)
+    b = fit(samples, "din", tmp_path / "b", seed=7)
+    c = fit(samples, "din", tmp_path / "c", seed=8)
+    assert a.metrics == b.metrics
+    assert a.metrics["logloss"] != c.metrics["logloss"]
+
+
+def test_bad_arguments_are_rejected_up_front(samples, tmp_path):
     with pytest.raises(MicnError, match="unknown backbone 'dcn'"):
-        train(tiny_samples, "dcn", tmp_path / "r", seed=1, cfg=FAST)
+        fit(samples, "dcn", tmp_path / "r", seed=1)
+    with pytest.raises(MicnError, match="unknown variant 'control'"):
+        fit(samples, "din", tmp_path / "r", seed=1, variant="control")
+    with pytest.raises(MicnError, match=r"seed must be an integer in \[0, 9223372036854775807\]"):
+        fit(samples, "din", tmp_path / "r", seed=2**64)
     with pytest.raises(MicnError, match="no such samples directory"):
-        train(tmp_path / "missing", "din", tmp_path / "r", seed=1, cfg=FAST)
+        fit(tmp_path / "missing", "din", tmp_path / "r", seed=1)
     with pytest.raises(MicnError, match="for dataset 'tiny', not 'books'"):
-        train(tiny_samples, "din", tmp_path / "r", seed=1, cfg=FAST, dataset="books")
+        fit(samples, "din", tmp_path / "r", seed=1, dataset="books")
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_samples, broken)
+    shutil.copytree(samples, broken)
     fmap = json.loads((broken / "feature_map.json").read_text())
     fmap["max_len"] = fmap["max_len"] + 5  # the Parquet files no longer match the feature map
     (broken / "feature_map.json").write_text(json.dumps(fmap))
     with pytest.raises(MicnError, match="max_len"):
-        train(broken, "din", tmp_path / "r", seed=1, cfg=FAST)
+        fit(broken, "din", tmp_path / "r", seed=1)
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
+
+
+def test_the_largest_seed_trains(samples, tmp_path):
+    record = fit(samples, "wide_deep", tmp_path / "run", seed=2**63 - 1, cfg=dataclasses.replace(FAST, epochs=1),
+                 variant="micn", micn=MICNConfig(n_neg=10))
+    assert record.seed == 2**63 - 1 and read_record(tmp_path / "run" / "metrics.json").seed == 2**63 - 1
+
+
+def test_training_reads_only_its_samples_from_any_directory(samples, tmp_path, monkeypatch):
+    """No warehouse, no raw folder, another working directory: the record is the same."""
+    reference = fit(samples, "wide_deep", tmp_path / "reference", seed=6, cfg=dataclasses.replace(FAST, epochs=1))
+    moved = tmp_path / "elsewhere" / "samples"
+    shutil.copytree(samples, moved)
+    fmap = json.loads((moved / "feature_map.json").read_text())
+    fmap["warehouse"] = str(tmp_path / "no" / "warehouse.duckdb")  # a dangling path must not matter
+    (moved / "feature_map.json").write_text(json.dumps(fmap))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    record = fit(Path("samples"), "wide_deep", Path("run"), seed=6, cfg=dataclasses.replace(FAST, epochs=1))
+    assert record.metrics == reference.metrics and record.metrics["oracle_auc"] is not None
+
+
+def test_checkpoint_with_pickle_payload_is_refused(samples, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state": Payload()}, run_dir / "checkpoint.pt")
+    with pytest.raises(MicnError, match=r"checkpoint\.pt: refused to load this checkpoint") as e:
+        fit(samples, "wide_deep", run_dir, seed=1)
+    assert not marker.exists()
+    assert "\n" not in str(e.value)  # one paragraph
+
+
+def test_full_disk_while_checkpointing_is_one_paragraph_and_leaves_no_partial_file(samples, tmp_path, monkeypatch):
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a checkpoint")  # what a full disk leaves mid-write
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(MicnError, match=r"checkpoint\.pt: cannot write the checkpoint \(the disk is full\)") as e:
+        fit(samples, "wide_deep", tmp_path / "run", seed=1)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no checkpoint.tmp, no checkpoint.pt
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a small tmpfs needs root")
+def test_full_disk_on_a_real_small_filesystem_leaves_no_partial_checkpoint(samples, tmp_path):
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("this container may not mount a tmpfs")
+    try:
+        with pytest.raises(MicnError, match="disk is full"):
+            fit(samples, "wide_deep", mnt / "run", seed=1)
+        assert not list((mnt / "run").glob("*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_truncated_train_parquet_is_a_clear_error_naming_it(samples, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(samples, broken)
+    data = (broken / "train.parquet").read_bytes()
+    (broken / "train.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MicnError, match=r"train\.parquet: cannot read this sample file, it is truncated") as e:
+        fit(broken, "din", tmp_path / "r", seed=1)
+    assert "\n" not in str(e.value)
 
 
 def popularity_auc(samples) -> float:
@@ -106,25 +246,80 @@ def popularity_auc(samples) -> float:
 
 
 @pytest.mark.parametrize("backbone", ["wide_deep", "din", "dien"])
-def test_every_backbone_beats_popularity_on_tiny(tiny_samples, tmp_path, backbone):
+def test_every_backbone_beats_popularity_on_tiny(samples, tmp_path, backbone):
     cfg = TrainConfig(epochs=15, batch_size=32, patience=15, lr=3e-3, threads=1)
-    result = train(tiny_samples, backbone, tmp_path / backbone, seed=1, cfg=cfg)
-    assert result["metrics"]["auc"] > popularity_auc(tiny_samples) + 0.02, result["metrics"]
+    result = fit(samples, backbone, tmp_path / backbone, seed=1, cfg=cfg)
+    assert result.metrics["auc"] > popularity_auc(samples) + 0.02, result.metrics
 
 
 @pytest.mark.parametrize("backbone", ["wide_deep", "din", "dien"])
-def test_every_backbone_trains_with_micn_on_tiny(tiny_samples, tmp_path, backbone):
-    from micn.models.micn_aux import MICNConfig
-
-    micn = MICNConfig(enabled=True, phi=0.3, lambda_micn=1.0, n_neg=50)
-    result = train(tiny_samples, backbone, tmp_path / "run", seed=1, cfg=FAST, micn=micn)
-    assert result["variant"] == "micn" and result["params"]["micn"]["phi"] == 0.3
+def test_every_backbone_trains_with_micn_on_tiny(samples, tmp_path, backbone):
+    micn = MICNConfig(phi=0.3, lambda_micn=1.0, n_neg=50)
+    result = fit(samples, backbone, tmp_path / "run", seed=1, variant="micn", micn=micn)
+    assert result.variant == "micn" and result.params["micn"]["phi"] == 0.3 and result.phi == 0.3
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(np.isfinite(h["train_micn"]) and h["train_micn"] > 0 for h in history)
     # (that the MICN loss goes down on a fixed batch is tested in test_micn.py; on tiny's ~240
     # positives per epoch it is too noisy to assert here)
-    assert all(np.isfinite(v) for v in result["metrics"].values())
-    base = train(tiny_samples, backbone, tmp_path / "base", seed=1, cfg=FAST)
-    assert base["variant"] == "base" and base["params"]["micn"] is None
-    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
-    assert saved["micn"]["enabled"] and any(k.startswith("micn.") for k in saved["model"])
+    assert all(np.isfinite(v) for v in result.metrics.values())
+    base = fit(samples, backbone, tmp_path / "base", seed=1, micn=micn)  # variant base ignores the MICN settings
+    assert base.variant == "base" and base.params["micn"] is None and base.phi is None
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert saved["variant"] == "micn" and saved["micn"]["phi"] == 0.3 and any(k.startswith("micn.") for k in saved["model"])
+
+
+def run_cli(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    """The installed `micn` console script, run from `cwd`."""
+    import subprocess
+    import sys
+
+    micn = Path(sys.executable).parent / "micn"
+    return subprocess.run([str(micn), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_micn_train_and_interests_work_from_outside_the_repository(samples, tmp_path):
+    """`micn train` from a folder with no params.yaml, no warehouse and no raw data; then `micn
+    interests` finds the run's samples by itself; user errors are one paragraph, exit 2."""
+    from tests.conftest import REPO
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text().replace("epochs: 5", "epochs: 1"))
+    out = run_cli("train", "--dataset", "tiny", "--samples", str(samples), "--backbone", "wide_deep", "--variant", "micn",
+                  "--seed", "1", "--out", "run", "--params", str(params), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    record = read_record(tmp_path / "run" / "metrics.json")
+    assert record.variant == "micn" and record.epochs == 1 and record.metrics["oracle_auc"] is not None
+    assert f"test AUC {record.metrics['auc']:.4f}" in out.stdout
+
+    user = SampleSet.from_parquet(samples / "test.parquet", load_feature_map(samples))
+    user_id = user.user_ids[user.label.numpy() == 1][0]
+    shown = run_cli("interests", "--run", "run", "--user", user_id, "--items", "2", cwd=tmp_path)
+    assert shown.returncode == 0 and "capsule 0" in shown.stdout, shown.stderr
+
+    torch.save({"model": {}, "backbone": "din", "variant": "base", "config": {"d_item": 18, "d_category": 18},
+                "micn": None, "feature_map": load_feature_map(samples)}, tmp_path / "base.pt")
+    refused = run_cli("interests", "--run", "base.pt", "--user", user_id, cwd=tmp_path)
+    assert refused.returncode == 2 and "trained without MICN" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    negative = run_cli("interests", "--run", "run", "--user", user_id, "--items", "-5", cwd=tmp_path)
+    assert negative.returncode == 2 and "--items" in negative.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a read-only tmpfs needs root")
+def test_read_only_run_directory_is_one_paragraph(samples, tmp_path):
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("this container may not mount a tmpfs")
+    try:
+        with pytest.raises(MicnError, match=r"cannot create the run directory \(the file system is read-only\)"):
+            fit(samples, "wide_deep", ro / "run", seed=1)
+        subprocess.run(["mount", "-o", "remount,rw", str(ro)], check=True)
+        (ro / "run").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        with pytest.raises(MicnError, match=r"checkpoint\.pt: cannot write the checkpoint \(the file system is read-only\)"):
+            fit(samples, "wide_deep", ro / "run", seed=1)
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

@@ -40,3 +40,42 @@ class Batch:
 
     def __len__(self) -> int:
         return self.item.shape[0]
+
+
+def random_batch(
+    B: int,
+    T: int,
+    n_users: int,
+    n_items: int,
+    n_categories: int,
+    generator: torch.Generator,
+    *,
+    lengths: torch.Tensor | None = None,
+    min_len: int = 0,
+    alternating_labels: bool = False,
+) -> Batch:
+    """A left-padded random `Batch` for tests and benchmarks (one builder, so they agree).
+
+    Real ids are uniform in 2 .. n − 1 (0 padding, 1 OOV); history lengths are `lengths`, or
+    uniform in `min_len` .. T; labels are random 0/1, or 1, 0, 1, 0, ... with
+    `alternating_labels` (positive / negative pairs, like the sample files). Every draw comes from
+    `generator`, in a fixed order: the same generator state gives the same batch."""
+    if lengths is None:
+        lengths = torch.randint(min_len, T + 1, (B,), generator=generator)  # (B,)
+    mask = torch.arange(T).unsqueeze(0) >= (T - lengths).unsqueeze(1)  # (B, T), True at real positions
+
+    def ids(n: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(2, n, shape, generator=generator)
+
+    return Batch(
+        user=ids(n_users, (B,)),
+        item=ids(n_items, (B,)),
+        category=ids(n_categories, (B,)),
+        hist_items=ids(n_items, (B, T)) * mask,
+        hist_categories=ids(n_categories, (B, T)) * mask,
+        hist_neg_items=ids(n_items, (B, T)) * mask,
+        hist_neg_categories=ids(n_categories, (B, T)) * mask,
+        hist_len=lengths,
+        label=(torch.arange(B) % 2 == 0).float() if alternating_labels
+        else torch.randint(0, 2, (B,), generator=generator).float(),
+    )

@@ -84,12 +84,7 @@ class SampleSet:
         if not path.is_file():
             raise MicnError(f"{path}: no such sample file; build the samples first (`micn samples`).")
         wanted = [*ID_COLUMNS, "label", *HISTORY_COLUMNS, "hist_len", *RAW_COLUMNS]
-        schema = pl.read_parquet_schema(path)
-        missing = [c for c in wanted if c not in schema]
-        if missing:
-            raise MicnError(f"{path}: columns {missing} are missing; it is not a sample file of this version, rebuild it.")
-        # rechunk: one contiguous buffer per column, so to_numpy() is a view, not a copy
-        df = pl.read_parquet(path, columns=wanted).rechunk()
+        df = _read_split(path, wanted)
         t = int(fmap["max_len"])
         arrays = {c: df[c].to_numpy() for c in (*ID_COLUMNS, "label", *HISTORY_COLUMNS, "hist_len")}
         for c in HISTORY_COLUMNS:
@@ -154,6 +149,21 @@ class SampleSet:
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
+
+
+def _read_split(path: Path, wanted: list[str]) -> pl.DataFrame:
+    """The `wanted` columns of a split file; a truncated or foreign file is a MicnError naming it."""
+    try:
+        schema = pl.read_parquet_schema(path)
+        missing = [c for c in wanted if c not in schema]
+        if missing:
+            raise MicnError(f"{path}: columns {missing} are missing; it is not a sample file of this version, rebuild it.")
+        # rechunk: one contiguous buffer per column, so to_numpy() is a view, not a copy
+        return pl.read_parquet(path, columns=wanted).rechunk()
+    except (OSError, pl.exceptions.PolarsError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MicnError(f"{path}: cannot read this sample file, it is truncated or not Parquet ({reason}); rebuild "
+                        "the samples (`micn samples`, or `dvc repro samples`).") from None
 
 
 def _check_ids(path: Path, arrays: dict[str, np.ndarray], fmap: Mapping) -> None:

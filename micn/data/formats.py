@@ -1,4 +1,4 @@
-"""Recognise an Amazon review/metadata file from its content, not its name.
+"""Recognise an Amazon review/metadata file from its content, and read one line of it.
 
 Four formats (DESIGN §3.1):
     reviews-2014  JSON lines with reviewerID, asin, helpful, overall, unixReviewTime, ...
@@ -6,6 +6,11 @@ Four formats (DESIGN §3.1):
     meta-2014     one Python dict literal per line (single quotes): needs ast.literal_eval
     meta-2018     JSON lines with asin, category (a path), title, also_buy, main_cat, ...
 Plain or gzip (recognised by its magic bytes, whatever the extension).
+
+The JSON formats are read by DuckDB (sql/ingest/staging/); this module holds what Python must
+know about single lines: the 2014 metadata rules (`meta_2014_row`, the same rules as
+`stg_meta_json.sql` for 2018) and why a line DuckDB could not parse was refused
+(`explain_unparseable`). Every rule here is listed in the README's "Ingest" section.
 """
 
 from __future__ import annotations
@@ -16,19 +21,25 @@ import json
 import zlib
 from collections import Counter
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from micn.errors import MicnError
 
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 REVIEW_FORMATS = ("reviews-2014", "reviews-2018")
 META_FORMATS = ("meta-2014", "meta-2018")
 SNIFF_LINES = 50
+# One line is one record; a longer line is a reject, not a refusal of the file. 16 MiB is DuckDB's
+# default `maximum_object_size`: no real review or product record comes near it.
+MAX_LINE_BYTES = 16 * 2**20
+SHOWN_RAW_CHARS = 4096  # how much of an over-long line `rejects.raw_line` keeps
 
 _EXPECTED = (
     "Amazon review data: JSON lines with reviewerID/asin (reviews, 2014 or 2018 release), "
     "JSON lines with asin/category (2018 metadata) or Python dict literals with asin/categories (2014 metadata)"
 )
+_TOO_DEEP = "nested too deeply to parse"
 
 
 def is_gzip(path: Path) -> bool:
@@ -41,20 +52,23 @@ def open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
+def strip_bom(line: bytes) -> bytes:
+    """A UTF-8 byte-order mark some editors put at the start of a file is not part of the record."""
+    return line[len(UTF8_BOM):] if line.startswith(UTF8_BOM) else line
+
+
+# --- recognising a file -------------------------------------------------------------------------
+
+
 def classify_record(line: bytes) -> str | None:
     """The format one line belongs to, or None when it fits none."""
-    text = line.decode("utf-8", errors="replace").strip()
+    text = strip_bom(line).decode("utf-8", errors="replace").strip()
     if not text.startswith("{"):
         return None
     try:
-        record = json.loads(text)
-        literal = False
-    except json.JSONDecodeError:
-        try:
-            record = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
-        literal = True
+        record, literal = _load_json_or_literal(text)
+    except ValueError:
+        return None
     if not isinstance(record, dict):
         return None
     if "reviewerID" in record:
@@ -68,6 +82,20 @@ def classify_record(line: bytes) -> str | None:
     return None
 
 
+def _load_json_or_literal(text: str) -> tuple[Any, bool]:
+    """(value, is_python_literal); ValueError when the text is neither (or nested too deeply)."""
+    try:
+        return json.loads(text), False
+    except json.JSONDecodeError:
+        pass
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    try:
+        return ast.literal_eval(text), True
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+        raise ValueError(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
 def sniff_format(path: Path) -> str:
     """Majority format of the first non-blank lines; a clear error when none is recognised."""
     votes: Counter[str] = Counter()
@@ -78,7 +106,7 @@ def sniff_format(path: Path) -> str:
                 if not line.strip():
                     continue
                 seen += 1
-                fmt = classify_record(line)
+                fmt = classify_record(line) if line_bytes(line) <= MAX_LINE_BYTES else None
                 if fmt:
                     votes[fmt] += 1
                 if seen >= SNIFF_LINES:
@@ -92,3 +120,149 @@ def sniff_format(path: Path) -> str:
     if not votes:
         raise MicnError(f"{path}: unknown format: none of the first {seen} non-blank lines is {_EXPECTED}.")
     return votes.most_common(1)[0][0]
+
+
+# --- one line of 2014 metadata --------------------------------------------------------------------
+
+
+class LineRejected(ValueError):
+    """A line that cannot be used; the message is the reject reason stored in `rejects`."""
+
+
+def meta_2014_row(raw: bytes) -> tuple[str, str | None, str | None, str | None, float | None]:
+    """(item_id, category, title, brand, price) of one 2014 metadata line, or LineRejected.
+
+    Rules (README "Ingest"): `asin` a non-empty string or an integer; `categories` absent, null
+    or a list of category paths, each a list of strings; category = the last element of the
+    first path (DIEN's `categories[0][-1]`), None (later 'default_cat') when there is no path.
+    """
+    if line_bytes(raw) > MAX_LINE_BYTES:
+        raise LineRejected(too_long(raw))
+    record = parse_literal(raw)
+    item_id = _item_id(record.get("asin"))
+    category = _first_path_leaf(record.get("categories"))
+    return item_id, category, _text(record.get("title")), _text(record.get("brand")), _price(record.get("price"))
+
+
+def line_bytes(raw: bytes) -> int:
+    """Length of a line without its line break: what the record limit counts."""
+    return len(raw.rstrip(b"\r\n"))
+
+
+def too_long(raw: bytes) -> str:
+    return f"line of {line_bytes(raw):,} bytes is over the {MAX_LINE_BYTES // 2**20} MiB limit of one record"
+
+
+def parse_literal(raw: bytes) -> dict:
+    """One 2014 metadata line (a Python dict literal, or the same record as JSON) as a dict."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LineRejected(f"invalid UTF-8 at byte {e.start}") from None
+    if '"' not in text and "\\" not in text:
+        # Fast path, same result: a `repr` line without double quotes or backslashes has only
+        # '...' strings that hold neither quote nor escape, so swapping the quotes gives JSON
+        # with identical values. json.loads is ~10x faster than ast.literal_eval; anything it
+        # rejects (True, None, tuples, ...) falls through to literal_eval.
+        try:
+            record = json.loads(text.replace("'", '"'))
+            if isinstance(record, dict):
+                return record
+        except json.JSONDecodeError:
+            pass
+        except RecursionError:
+            raise LineRejected(f"not a Python dict literal: {_TOO_DEEP}") from None
+    try:
+        record = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+        try:  # the same records re-written as JSON (true/null) are welcome too
+            record = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise LineRejected(f"not a Python dict literal: {type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(record, dict):
+        raise LineRejected(f"a Python {type(record).__name__} literal, expected a dict with 'asin' and 'categories'")
+    return record
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e)
+    return text.splitlines()[0] if text else _TOO_DEEP
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "a list",
+             tuple: "a tuple", dict: "a dict", set: "a set", type(None): "None"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _item_id(asin: object) -> str:
+    if isinstance(asin, str) and asin.strip():
+        return asin.strip()
+    if isinstance(asin, int) and not isinstance(asin, bool):
+        return str(asin)
+    if asin is None or isinstance(asin, str):
+        raise LineRejected("asin missing, null or empty")
+    raise LineRejected(f"asin is {_kind(asin)} ({_shown(asin)}); expected a string or an integer")
+
+
+def _first_path_leaf(categories: object) -> str | None:
+    """DIEN's rule: the last element of the first category path; every path must be a list of strings."""
+    if categories is None:
+        return None
+    expected = "expected a list of category paths, each a list of strings"
+    if not isinstance(categories, list):
+        raise LineRejected(f"categories is {_kind(categories)} ({_shown(categories)}); {expected}")
+    for i, path in enumerate(categories):
+        if not isinstance(path, list):
+            raise LineRejected(f"categories[{i}] is {_kind(path)} ({_shown(path)}); {expected}")
+        for j, name in enumerate(path):
+            if not isinstance(name, str):
+                raise LineRejected(f"categories[{i}][{j}] is {_kind(name)} ({_shown(name)}); {expected}")
+    if categories and categories[0]:
+        return categories[0][-1].strip() or None
+    return None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _price(value: object) -> float | None:
+    try:
+        return float(str(value).replace("$", "").replace(",", "")) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# --- why DuckDB could not read a JSON line ----------------------------------------------------------
+
+
+def explain_unparseable(raw: bytes) -> str:
+    """Why DuckDB's JSON reader returned nothing for this line."""
+    if line_bytes(raw) > MAX_LINE_BYTES:
+        return too_long(raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"invalid UTF-8 at byte {e.start}"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return f"JSON {_TOO_DEEP} (over Python's recursion limit); expected one flat JSON object per line"
+    except json.JSONDecodeError as e:
+        try:
+            if isinstance(ast.literal_eval(text.strip()), dict):
+                return "a Python dict literal, not JSON (single quotes?); expected one JSON object per line"
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+        return f"malformed JSON: {e.msg} at column {e.colno}"
+    if isinstance(value, list):
+        return "a JSON array, expected one JSON object per line"
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__}, expected one JSON object per line"
+    return "a JSON object without any of the expected fields (reviewerID, asin, overall, unixReviewTime)"

@@ -17,8 +17,8 @@ Paper configuration: λ = 1, φ = 0.3, K from log2 of the history length (K_max 
 MIND), r = 3 routing iterations, Adam with lr 1e-4, 5 repeats. λ is the trainer's weight of the
 "micn" auxiliary loss; φ lives here because it shapes the gradient, not the loss.
 
-    MICNConfig(enabled, d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, routing_std)
-    MICNAux(cfg, n_items, n_categories, item_categories=None)
+    MICNConfig(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, routing_std)
+    MICNAux(cfg, n_items, n_categories, item_categories=None, generator=None)
         .embed(items, categories) -> e_aux (..., d_aux)
         .interests(batch, generator=None) -> Routing (capsules, active, weights)
         .loss(batch) -> L_micn (scalar)
@@ -45,16 +45,13 @@ Dimension glossary: B batch, T history length, D = d_aux, K = k_max, M = n_neg.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from micn.config import MICNConfig  # noqa: F401 - moved to micn.config, re-exported here
 from micn.data.batch import Batch
 from micn.models.base import history_mask
 from micn.nn.capsule import (
-    SAMPLERS,
     B2IRouting,
     Routing,
     label_aware_attention,
@@ -65,41 +62,12 @@ from micn.nn.capsule import (
 from micn.nn.embedding import ItemEmbedding
 
 
-@dataclass(frozen=True)
-class MICNConfig:
-    enabled: bool = False  # the caller's switch: build the model with MICN or without
-    d_aux: int = 36  # width of e_aux (item half ⌈d/2⌉ ⊕ category half ⌊d/2⌋), >= 2
-    k_max: int = 4  # K_max interest capsules (MIND: 4 at most in practice)
-    iterations: int = 3  # dynamic-routing iterations r (MIND: 3)
-    pow_p: float = 2.0  # label-aware attention sharpness; >= 100 or inf = hard argmax (MIND default 100)
-    n_neg: int = 100  # sampled candidates per batch for the sampled softmax
-    sampler: str = "log_uniform"  # log_uniform (popularity-like, ids are frequency-ranked) | uniform
-    lambda_micn: float = 1.0  # λ, weight of L_micn in the total loss (the trainer applies it)
-    phi: float = 0.3  # φ, share of the MAIN gradient reaching e_aux; 1 − φ comes from L_micn
-    routing_std: float = 1.0  # σ of the fresh N(0, σ²) routing logits
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, key: str, what: str) -> None:
-            if not ok:
-                raise ValueError(f"MICNConfig.{key}={getattr(self, key)!r} is invalid: {what}")
-
-        need(isinstance(self.enabled, bool), "enabled", "must be true or false")
-        need(self.d_aux >= 2, "d_aux", "must be >= 2 (item half ⊕ category half; e.g. 36 = 18 + 18)")
-        need(self.k_max >= 1, "k_max", "must be >= 1 (MIND uses up to 4 interests)")
-        need(self.iterations >= 1, "iterations", "must be >= 1 (MIND uses 3)")
-        need(self.pow_p >= 0, "pow_p", "must be >= 0 (0 = uniform, 1 = softmax, >= 100 or inf = hard argmax)")
-        need(self.n_neg >= 1, "n_neg", "must be >= 1 sampled candidates")
-        need(self.sampler in SAMPLERS, "sampler", f"choose one of {', '.join(SAMPLERS)}")
-        need(self.lambda_micn >= 0 and math.isfinite(self.lambda_micn), "lambda_micn", "must be finite and >= 0 (paper: 1)")
-        need(0.0 <= self.phi <= 1.0, "phi", "must be in [0, 1] (paper: 0.3)")
-        need(self.routing_std >= 0 and math.isfinite(self.routing_std), "routing_std", "must be finite and >= 0")
-
-
 class MICNAux(nn.Module):
     """The auxiliary capsule network: its e_aux table, B2I routing, label-aware attention, L_micn."""
 
     def __init__(
-        self, cfg: MICNConfig, n_items: int, n_categories: int, item_categories: torch.Tensor | None = None
+        self, cfg: MICNConfig, n_items: int, n_categories: int, item_categories: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         assert n_items >= 3, f"MICN samples candidates from ids 2 .. n_items − 1, so n_items >= 3; got {n_items}"
@@ -110,15 +78,26 @@ class MICNAux(nn.Module):
         assert self.embedding.out_dim == cfg.d_aux, f"e_aux width {self.embedding.out_dim} != d_aux {cfg.d_aux}"
         self.routing = B2IRouting(cfg.d_aux, cfg.d_aux, cfg.k_max, cfg.iterations, cfg.routing_std)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))  # item index -> category index
-        # Source of the training-time randomness (routing logits, sampled candidates). The trainer
-        # gives each run its own seeded generator, so runs in parallel threads stay deterministic;
-        # None falls back to torch's process-wide RNG.
-        self.generator: torch.Generator | None = None
+        # Source of the training-time randomness (routing logits, sampled candidates), on the device
+        # the model runs on. The trainer gives each run its own seeded generator, so runs in parallel
+        # threads stay deterministic; None falls back to torch's process-wide RNG.
+        self.generator = generator
         if item_categories is not None:
             assert item_categories.shape == (n_items,), (
                 f"item_categories must be ({n_items},), one category per item index; got {tuple(item_categories.shape)}"
             )
             self.item_category.copy_(item_categories)
+
+    def rng_state(self) -> torch.Tensor | None:
+        """The state of MICN's generator (for checkpoints), None when it uses torch's global RNG."""
+        return None if self.generator is None else self.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        """Restore a state from `rng_state` (a resumed run continues MICN's random draws exactly)."""
+        if self.generator is None:
+            raise ValueError("this MICN draws from torch's global RNG (no generator given at construction); "
+                             "there is no generator state to restore")
+        self.generator.set_state(state)
 
     def embed(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
         """e_aux: (...) ids -> (..., d_aux). No gradient scaling here: callers scale their copy."""

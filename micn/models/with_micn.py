@@ -1,8 +1,9 @@
 """Any backbone + MICN: the joint item embedding and the one wrapper (DESIGN §5).
 
     build_with_micn(backbone, n_users, n_items, n_categories, d_item, d_category, micn_cfg,
-                    backbone_cfg=None, item_categories=None) -> WithMICN
+                    backbone_cfg=None, item_categories=None, generator=None) -> WithMICN
     WithMICN(backbone, micn).forward(batch) -> ModelOutput(logits, {**backbone aux, "micn": L_micn})
+    WithMICN.rng_state() / .set_rng_state(state)   MICN's generator, for checkpoints
 
 The backbone is built by `build_backbone` exactly as without MICN, except that the injected
 item embedding is `JointItemEmbedding`: e = e_orig ⊕ scale_grad(e_aux, φ), `out_dim` =
@@ -67,6 +68,14 @@ class WithMICN(nn.Module):
             raise ValueError(f"backbone {type(self.backbone).__name__} already returns an aux loss named {AUX_NAME!r}")
         return ModelOutput(logits=out.logits, aux_losses={**out.aux_losses, AUX_NAME: self.micn.loss(batch)})
 
+    def rng_state(self) -> torch.Tensor | None:
+        """State of MICN's generator (routing logits, sampled candidates), for a checkpoint."""
+        return self.micn.rng_state()
+
+    def set_rng_state(self, state: torch.Tensor) -> None:
+        """Restore `rng_state()`: a resumed run then draws exactly what an uninterrupted one would."""
+        self.micn.set_rng_state(state)
+
 
 def build_with_micn(
     backbone: str,
@@ -78,14 +87,16 @@ def build_with_micn(
     micn_cfg: MICNConfig,
     backbone_cfg: BackboneConfig | None = None,
     item_categories: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> WithMICN:
     """e_orig, MICN, the joint embedding injected into `build_backbone(backbone, ...)`, wrapped.
 
-    `micn_cfg.enabled` is the caller's switch and is not looked at here. `item_categories`
-    (n_items,) optionally pre-fills MICN's item → category map (see `item_categories_of`).
+    `item_categories` (n_items,) optionally pre-fills MICN's item → category map (see
+    `item_categories_of`); `generator` (on the model's device) is the source of MICN's
+    training-time randomness, torch's global RNG when None.
     """
     e_orig = ItemEmbedding(n_items, n_categories, d_item, d_category)
-    micn = MICNAux(micn_cfg, n_items, n_categories, item_categories)
+    micn = MICNAux(micn_cfg, n_items, n_categories, item_categories, generator)
     joint = JointItemEmbedding(e_orig, micn, micn_cfg.phi)
     return WithMICN(build_backbone(backbone, backbone_cfg, joint, n_users), micn)
 

@@ -7,19 +7,22 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
 
+from flows._prefect import stop_shared_server
 from tests.conftest import TINY_PIPELINE, copy_repo
 
 pytestmark = pytest.mark.e2e
 
 
 def sh(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_HOME": str(cwd / ".prefect")}  # the copy's own Prefect home: its server is counted below
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     if ok:
         assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
@@ -31,8 +34,10 @@ def stages_run(output: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def repo_copy(tmp_path_factory) -> Path:
-    return copy_repo(tmp_path_factory.mktemp("clone"), **TINY_PIPELINE, grid={"seeds": [1, 2]})
+def repo_copy(tmp_path_factory) -> Iterator[Path]:
+    copy = copy_repo(tmp_path_factory.mktemp("clone"), **TINY_PIPELINE, grid={"seeds": [1, 2]})
+    yield copy
+    stop_shared_server(copy / ".prefect")
 
 
 def test_dvc_repro_runs_the_experiment_then_does_nothing(repo_copy):
@@ -68,6 +73,11 @@ def test_dvc_repro_runs_the_experiment_then_does_nothing(repo_copy):
     assert [ln for ln in status if ("data/" in ln or ln.endswith((".pt", ".png", ".duckdb")))
             and not ln.endswith(".gitignore")] == []
 
+    # Prefect's start-up is paid once: the five stages used one shared server, started by the first
+    server_log = (repo_copy / ".prefect" / "micn-server" / "server.log").read_text()
+    assert server_log.count("shared Prefect server at") == 1, server_log
+    assert "Failed to send telemetry" not in done.stdout + done.stderr
+
     again = sh(["dvc", "repro"], repo_copy)
     assert stages_run(again.stdout) == []
     assert "up to date" in sh(["dvc", "status"], repo_copy).stdout
@@ -83,6 +93,7 @@ def test_changing_a_training_parameter_reruns_only_training_and_report(repo_copy
 def test_enabled_real_dataset_without_files_stops_before_any_work(repo_copy, tmp_path):
     copy = copy_repo(tmp_path / "copy", **TINY_PIPELINE, datasets={"electronics.enabled": True})
     done = sh(["dvc", "repro"], copy, ok=False)
+    stop_shared_server(copy / ".prefect")
     assert done.returncode != 0
     out = done.stdout + done.stderr
     assert "datasets.electronics is enabled but data/raw/electronics/reviews_Electronics_5.json.gz (2014)" in out

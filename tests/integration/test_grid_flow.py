@@ -4,15 +4,23 @@ a run that keeps failing, the report flow's database and artifacts, an unreachab
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
 
+from micn.config import ADDRESS_ENV
+from micn.data.samples import samples_dir
 from micn.errors import MicnError
-from micn.experiment import ADDRESS_ENV, load_experiment, plan_runs, samples_dir
+from micn.experiment import load_experiment, plan_runs
+from micn.record import record_json
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +46,10 @@ def make_root(tmp_path, tiny_samples, name: str, **grid) -> tuple[str, str]:
     return str(root / "params.yaml"), str(root)
 
 
-def comparable(record: dict, root: str) -> dict:
-    """A record without timings, with its folder written as <root> (errors name their files)."""
-    drop = {"started", "finished", "train_seconds", "samples_per_s", "reused", "traceback"}
-    out = {k: v for k, v in record.items() if k not in drop}
+def comparable(run, root: str) -> dict:
+    """A run's record without timings, with its folder written as <root> (errors name their files)."""
+    drop = {"started", "finished", "train_seconds", "samples_per_s", "traceback"}
+    out = {k: v for k, v in record_json(run.record).items() if k not in drop}
     if out.get("error"):
         out["error"] = out["error"].replace(root, "<root>")
     return out
@@ -58,15 +66,15 @@ def thread_grid(tmp_path_factory, tiny_samples):
 def test_thread_grid_trains_every_run_and_records_the_failure(thread_grid):
     params, root, out = thread_grid
     planned = plan_runs(load_experiment(params))
-    by_id = {r["run_id"]: r for r in out["runs"]}
+    by_id = {r.record.run_id: r.record for r in out.runs}
     assert list(by_id) == [s.run_id for s in planned] and len(planned) == 8
     failed = by_id.pop(BROKEN)
-    assert failed["status"] == "failed" and failed["attempts"] == 2  # 1 try + grid.retries
-    assert "cannot read the checkpoint" in failed["error"] and failed["metrics"] is None
-    assert all(r["status"] == "ok" and 0 < r["metrics"]["auc"] < 1 for r in by_id.values())
+    assert failed.status == "failed" and failed.attempts == 2  # 1 try + grid.retries
+    assert "checkpoint.pt" in failed.error and failed.metrics is None and failed.signature
+    assert all(r.status == "ok" and 0 < r.metrics["auc"] < 1 for r in by_id.values())
     with open(f"{root}/metrics/runs/{BROKEN}.json") as f:
         on_disk = json.load(f)
-    assert on_disk["status"] == "failed" and on_disk["error"] == failed["error"]
+    assert on_disk["status"] == "failed" and on_disk["error"] == failed.error
 
 
 def test_report_flow_builds_the_database_marks_the_failure_and_publishes_artifacts(thread_grid):
@@ -82,8 +90,7 @@ def test_report_flow_builds_the_database_marks_the_failure_and_publishes_artifac
     assert result["failed"] == [BROKEN] and result["ok"] == 7
     with duckdb.connect(f"{root}/metrics/metrics.duckdb", read_only=True) as con:
         assert con.sql("select count(*) from runs").fetchall()[0][0] == 8
-        assert con.sql("select error from runs where status = 'failed'").fetchall()[0][0].endswith(
-            "delete it to train this run from scratch.")
+        assert "checkpoint.pt" in con.sql("select error from runs where status = 'failed'").fetchall()[0][0]
         cells = con.sql("select backbone, variant, n_runs, n_failed from paper_table2 order by all").fetchall()
     assert cells == [("din", "base", 2, 0), ("din", "micn", 1, 1), ("wide_deep", "base", 2, 0), ("wide_deep", "micn", 2, 0)]
     md = open(f"{root}/reports/report.md").read()
@@ -112,8 +119,8 @@ def test_dask_local_cluster_gives_the_same_results_as_threads(thread_grid, tmp_p
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         monkeypatch.setenv(ADDRESS_ENV, cluster.scheduler_address)  # the environment names the cluster
         out = run_grid(params, root)
-    assert [comparable(r, root) for r in out["runs"]] == [comparable(r, thread_root) for r in threads["runs"]]
-    assert sum(r["status"] == "ok" for r in out["runs"]) == 7
+    assert [comparable(r, root) for r in out.runs] == [comparable(r, thread_root) for r in threads.runs]
+    assert sum(r.record.status == "ok" for r in out.runs) == 7
 
 
 def test_unreachable_dask_address_fails_fast_and_writes_nothing(tmp_path, tiny_samples, monkeypatch):
@@ -129,4 +136,67 @@ def test_unreachable_dask_address_fails_fast_and_writes_nothing(tmp_path, tiny_s
         run_grid(params, root)
     assert f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 2 s" in str(e.value)
     assert time.monotonic() - t0 < 60  # bounded by the timeout, not a hang
+    assert not (tmp_path / "repo" / "metrics").exists()
+
+
+@pytest.fixture()
+def silent_listener():
+    """A TCP listener on 127.0.0.1 that accepts every connection and never sends a byte."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def micn(*args: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).parent / "micn"), *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    return done, time.monotonic() - t0
+
+
+def test_grid_ends_within_the_timeout_when_the_cluster_never_answers(tmp_path, tiny_samples, silent_listener):
+    """`micn grid` with $MICN_GRID_ADDRESS at a loopback port that accepts and never answers: one
+    paragraph and exit 2 within grid.connect_timeout_s plus a small margin (it used to hang inside
+    the Dask client). The margin is measured: the same command against a closed port, which fails
+    at once, gives the start-up time (Python, imports, the Prefect server) that is not a wait."""
+    port, accepted = silent_listener
+    timeout_s = 3.0
+    params, root = make_root(tmp_path, tiny_samples, "repo", connect_timeout_s=timeout_s)
+    with socket.socket() as s:  # a port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {**os.environ, ADDRESS_ENV: f"tcp://127.0.0.1:{closed}"}
+    try:
+        baseline, startup = micn("grid", "--params", params, "--root", root, env=env)
+        env[ADDRESS_ENV] = f"tcp://127.0.0.1:{port}"
+        hung, elapsed = micn("grid", "--params", params, "--root", root, env=env)
+    finally:
+        from flows._prefect import stop_shared_server
+
+        stop_shared_server()  # the one these commands started, if any (PREFECT_HOME is the tests' own)
+    assert baseline.returncode == 2, baseline.stderr
+    assert hung.returncode == 2 and accepted
+    assert elapsed < startup + timeout_s + 5.0, (elapsed, startup)
+    message = hung.stderr.strip()
+    assert f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 3 s" in message
+    assert "Traceback" not in hung.stderr and len(message.splitlines()) == 1
     assert not (tmp_path / "repo" / "metrics").exists()

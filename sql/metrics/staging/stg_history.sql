@@ -1,5 +1,6 @@
--- One row per run and epoch, from metrics/history/<dataset>/<run>.json (a JSON array per file);
--- the run id is the file's last two path parts. $files: the list of history files.
+-- One row per run and epoch, from the learning curves metrics/history/<dataset>/<run>.json (a JSON
+-- array per file, checked by micn/report.py first); the run id is the file's last two path parts.
+-- $files: the history files (at least one; with none, marts/history.sql stays empty).
 with epochs as (
     select * from read_json($files, format = 'array', filename = true, columns = {
         epoch: 'INTEGER', samples: 'BIGINT', seconds: 'DOUBLE', samples_per_s: 'DOUBLE',

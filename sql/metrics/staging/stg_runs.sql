@@ -1,5 +1,7 @@
--- One row per trained model (status ok) or per run that kept failing (status failed, no metrics),
--- from the per-run records metrics/runs/<dataset>/<run>.json. $files: the list of record files.
+-- One row per run record metrics/runs/<dataset>/<run>.json (micn.record.RunRecord, written and
+-- validated by micn/record.py before this runs): every field of the record is a column, and the
+-- settings the paper tables group or filter by are columns of their own. $files: the record files.
+-- tests/test_report.py::test_every_run_record_field_has_its_column keeps this and RunRecord in step.
 with records as (
     select json as r, filename from read_json_objects($files, filename = true)
 ),
@@ -16,7 +18,9 @@ final as (
         (r -> '$.experiments')::varchar[] as experiments,
         r ->> '$.status' as status,
         r ->> '$.error' as error,
+        r ->> '$.traceback' as traceback,
         (r ->> '$.attempts')::integer as attempts,
+        r ->> '$.signature' as signature,
         (r ->> '$.metrics.auc')::double as auc,
         (r ->> '$.metrics.gauc')::double as gauc,
         (r ->> '$.metrics.logloss')::double as logloss,
@@ -44,7 +48,7 @@ final as (
         (r ->> '$.params.micn.pow_p')::double as micn_pow_p,
         (r ->> '$.params.micn.n_neg')::integer as micn_n_neg,
         r ->> '$.params.micn.sampler' as micn_sampler,
-        (r ->> '$.params.micn.lambda_micn')::double as micn_lambda,
+        (r ->> '$.params.micn.lambda_micn')::double as lambda_micn,
         (r ->> '$.params.micn.routing_std')::double as micn_routing_std,
         r -> '$.params' as params,
         filename as source_file

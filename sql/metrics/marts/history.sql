@@ -1,4 +1,5 @@
--- The `history` table (filled from sql/metrics/history.sql; stays empty when every run failed).
+-- history: one row per run and epoch (the learning curves), filled from staging/stg_history.sql;
+-- it stays empty when every run failed (DuckDB cannot read an empty list of files).
 create or replace table history (
     run_id varchar,
     epoch integer,

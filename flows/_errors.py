@@ -1,0 +1,105 @@
+"""How `micn` shows a failure: one paragraph on stderr, exit status 2 for what the user can fix.
+
+Stage code raises `MicnError` with a message that names the file, key or line. Everything else
+that a user can cause or meet without a bug in micn (a full disk, a read-only folder, a DuckDB
+file another process holds, a file nested too deeply to parse) is turned into one paragraph here,
+as a fallback for the places that do not catch it themselves. Anything else is a bug: one
+paragraph saying so, exit status 1, and the traceback behind `micn --debug`.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+import traceback
+from collections.abc import Callable
+
+from micn.errors import MicnError
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def run_guarded(fn: Callable[[], None], command: str | None, *, debug: bool = False) -> int:
+    """Run `fn`; the exit status, after printing any failure as one paragraph (plus traceback if debug)."""
+    prefix = f"micn {command}" if command else "micn"
+    try:
+        fn()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - the one place that turns every failure into a message
+        if debug:
+            traceback.print_exc()
+        status, message = describe(e)
+        if status == EXIT_BUG:
+            rerun = f"micn --debug {command} ..." if command else "micn --debug ..."
+            message += f" This is a bug in micn, not in your input; rerun with `{rerun}` for the traceback."
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        return status
+
+
+def describe(e: BaseException) -> tuple[int, str]:
+    """(exit status, one-paragraph message) of an exception; causes are searched for a known kind."""
+    for cause in _chain(e):
+        if isinstance(cause, MicnError):
+            return EXIT_USAGE, str(cause)
+    for cause in _chain(e):
+        if isinstance(cause, OSError):
+            return EXIT_USAGE, os_error_message(cause)
+        if _is_duckdb_io(cause):
+            return EXIT_USAGE, _duckdb_message(cause)
+        if isinstance(cause, RecursionError):
+            return EXIT_USAGE, ("an input is nested too deeply to read (Python's recursion limit); check the files "
+                                "you passed for deeply nested JSON or YAML.")
+    return EXIT_BUG, f"internal error: {type(e).__name__}: {_one_paragraph(str(e)) or 'no message'}."
+
+
+def os_error_message(e: OSError) -> str:
+    """An OSError as a sentence naming the file and what to do."""
+    name = e.filename if e.filename is not None else "a file"
+    if e.filename2 is not None:
+        name = f"{e.filename} -> {e.filename2}"
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        return f"disk full writing {name}; free some space (or point the output elsewhere) and rerun."
+    if e.errno == errno.EROFS:
+        return f"cannot write {name}: the file system is read-only; choose a writable output folder."
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write {name}: permission denied; check the folder's permissions or choose another one."
+    if e.errno == errno.ENOENT:
+        return f"{name}: no such file or directory."
+    if e.errno == errno.EISDIR:
+        return f"{name}: is a directory, where a file was expected."
+    if e.errno == errno.ENOTDIR:
+        return f"{name}: a path component is a file, where a directory was expected."
+    return f"{name}: {e.strerror or e}."
+
+
+def _is_duckdb_io(e: BaseException) -> bool:
+    """DuckDB's errors about files (a lock, not a database, unreadable, out of memory), which a user
+    meets; its SQL errors (binder, parser, ...) stay bugs. By name: duckdb need not be imported."""
+    names = {c.__name__ for c in type(e).__mro__ if c.__module__.lstrip("_").startswith("duckdb")}
+    return bool(names & {"IOException", "PermissionException", "OutOfMemoryException"})
+
+
+def _duckdb_message(e: BaseException) -> str:
+    text = _one_paragraph(str(e))
+    if "lock" in text.lower():
+        return (f"a DuckDB database is held by another process ({text}); wait for that process (another micn "
+                "command or a notebook) to finish, or close it, and rerun.")
+    return f"DuckDB: {text}"
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def _one_paragraph(text: str) -> str:
+    return " ".join(text.split())

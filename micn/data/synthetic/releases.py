@@ -1,0 +1,60 @@
+"""One writer per Amazon release format: the reviews file and the metadata file of a world.
+
+    2014 (McAuley et al.): `reviews_<Name>_5.json.gz`, JSON lines in the 2014 key order, and
+          `meta_<Name>.json.gz`, one Python dict literal per line (parse with `ast.literal_eval`).
+    2018 (Ni et al.):      `<Name>_5.json.gz`, JSON lines in the 2018 key order, a planted fraction
+          repeated once per style variant, and `meta_<Name>.json.gz`, strict JSON lines.
+
+Both releases draw the same fields from the same streams; only the line shapes and the 2018
+style duplicates differ. Lines are ordered by (asin, reviewerID, time) like the item-grouped dumps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from micn.data.synthetic import meta, reviews
+from micn.data.synthetic.profiles import FORMATS
+from micn.data.synthetic.world import RandomStreams, World
+
+
+@dataclass(frozen=True)
+class ReleaseFiles:
+    """The two raw files a writer produced, with their line counts."""
+
+    reviews_path: Path
+    meta_path: Path
+    n_review_lines: int
+    n_meta_lines: int
+
+
+def write_2014(world: World, out_dir: Path, name: str, streams: RandomStreams) -> ReleaseFiles:
+    """The 2014 release: JSON-lines reviews and dict-literal metadata."""
+    reviews_path, meta_path = out_dir / f"reviews_{name}_5.json.gz", out_dir / f"meta_{name}.json.gz"
+    fields = reviews.draw_review_fields(world, streams.review_fields)
+    rows = reviews.item_grouped_order(world)
+    n_review_lines = reviews.write_review_lines(
+        reviews_path, world, fields, rows, fields.style_idx[rows], reviews.line_2014()
+    )
+    meta_fields = meta.draw_meta_fields(world, streams.meta_fields)
+    n_meta_lines = meta.write_meta_lines(meta_path, world, meta_fields, meta.meta_line_2014)
+    return ReleaseFiles(reviews_path, meta_path, n_review_lines, n_meta_lines)
+
+
+def write_2018(world: World, out_dir: Path, name: str, streams: RandomStreams) -> ReleaseFiles:
+    """The 2018 release: JSON-lines reviews with style duplicates, and JSON-lines metadata."""
+    reviews_path, meta_path = out_dir / f"{name}_5.json.gz", out_dir / f"meta_{name}.json.gz"
+    fields = reviews.draw_review_fields(world, streams.review_fields)
+    rows, row_style = reviews.with_style_duplicates(
+        reviews.item_grouped_order(world), fields, world.profile.duplicate_fraction_2018, streams.review_fields
+    )
+    n_review_lines = reviews.write_review_lines(reviews_path, world, fields, rows, row_style, reviews.line_2018())
+    meta_fields = meta.draw_meta_fields(world, streams.meta_fields)
+    n_meta_lines = meta.write_meta_lines(meta_path, world, meta_fields, meta.meta_line_2018)
+    return ReleaseFiles(reviews_path, meta_path, n_review_lines, n_meta_lines)
+
+
+WRITERS: dict[str, Callable[[World, Path, str, RandomStreams], ReleaseFiles]] = {"2014": write_2014, "2018": write_2018}
+assert tuple(WRITERS) == FORMATS, "every release format in profiles.FORMATS needs its writer here"
