@@ -34,7 +34,8 @@ from micn.grid import (GridRun, Pruned, failure_record, prune, run_one, samples_
                        wait_for_dask, wait_for_ray, write_failure)
 
 DESCRIPTION = (
-    "Train the grid of params.yaml's enabled experiments (Table 2: backbones ± MICN; Table 3: φ; Table 4: max_len) "
+    "Train the grid of params.yaml's enabled experiments (Table 2: backbones as base, width-matched control and MICN; "
+    "Table 3: φ; Table 4: max_len) "
     "over grid.seeds, fanned out through the flow's task runner: threads, or Dask/Ray when grid.address or "
     "$MICN_GRID_ADDRESS names a cluster (asked within grid.connect_timeout_s). Writes metrics/runs/<dataset>/<run>.json, "
     "metrics/history/<dataset>/<run>.json and models/<dataset>/<run>/. Unchanged finished runs are reused; a run that "

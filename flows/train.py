@@ -17,7 +17,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from micn.config import MICNConfig, TrainConfig, load_section, seed_argument
+from micn.config import VARIANTS, MICNConfig, TrainConfig, load_section, seed_argument
 from micn.record import RunRecord
 from micn.train import RunConfig, RunPaths, load_splits, train
 
@@ -41,10 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> No
     parser.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (must match the samples' feature map)")
     parser.add_argument("--samples", required=True, metavar="DIR", help="samples directory written by `micn samples`")
     parser.add_argument("--backbone", required=True, choices=["wide_deep", "din", "dien"], help="the CTR model to train")
-    parser.add_argument("--variant", choices=["base", "micn"], default="base",
+    parser.add_argument("--variant", choices=list(VARIANTS), default="base",
                         help="base (default): the backbone alone; micn: with the MICN auxiliary task, whose settings "
-                        "(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi) are the parameter file's "
-                        "`micn` section. Replaces --micn/--no-micn.")
+                        "(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, user_profile, "
+                        "post_layers, retrieval_k) are the parameter file's `micn` section; control: the backbone "
+                        "with the same joined width as micn, its extra half (micn.d_aux wide) trained by the main "
+                        "loss only, scaled by micn.phi (no capsule network, no L_micn). Replaces --micn/--no-micn.")
     parser.add_argument("--seed", type=seed_argument, required=True, metavar="N", help="seed of initialisation and batch order")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run directory: metrics.json, history.json, model.pt, checkpoint.pt")
@@ -86,3 +88,15 @@ def run(args: argparse.Namespace) -> None:
     print(f"{r.dataset} {r.backbone} ({r.variant}) seed {r.seed}: test AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
           f"logloss {m['logloss']:.4f}  oracle AUC {oracle}  ({r.epochs} epochs, best {r.best_epoch}, "
           f"{r.samples_per_s:,.0f} samples/s) → {job.paths.record_path}")
+    evidence = []
+    if m.get("history_only_auc") is not None:
+        evidence.append(f"history-only AUC {m['history_only_auc']:.4f}")
+    if m.get("micn_recall") is not None:
+        evidence.append(f"MICN Recall@{job.run.micn.retrieval_k} {m['micn_recall']:.4f} vs popularity "
+                        f"{m['popularity_recall']:.4f}")
+    if m.get("dien_aux") is not None:
+        evidence.append(f"DIEN aux (valid) {m['dien_aux']:.4f} vs 2 ln 2 = 1.3863")
+    if m.get("grad_ratio") is not None:
+        evidence.append(f"‖∇main‖/‖∇micn‖ into e_aux {m['grad_ratio']:.2f}")
+    if evidence:
+        print("  at the selected epoch: " + "; ".join(evidence))

@@ -37,7 +37,7 @@ SEED_MAX = 2**63 - 1  # seeds feed numpy/torch/DuckDB generators, which take sig
 # checks them against micn.models.BACKBONES and micn.data.synthetic.PROFILES.
 BACKBONE_NAMES = ("wide_deep", "din", "dien")
 PROFILE_NAMES = ("tiny", "default", "electronics", "books")
-VARIANTS = ("base", "micn")
+VARIANTS = ("base", "control", "micn")  # control: the width-matched backbone without L_micn
 RUNNERS = ("auto", "thread", "dask", "ray")
 SAMPLERS = ("log_uniform", "uniform")
 PROTOCOLS = ("dien", "din")
@@ -102,6 +102,10 @@ class ExperimentSpec:
     backbones: Annotated[tuple[Literal[BACKBONE_NAMES], ...], Field(min_length=1)] = BACKBONE_NAMES
     variants: Annotated[tuple[Literal[VARIANTS], ...], Field(min_length=1)] = VARIANTS
     phis: tuple[Unit, ...] = ()  # φ values of the MICN runs; empty = micn.phi
+    # φ values of the control runs; null = the same as `phis`. Under Adam, scaling the only gradient
+    # e_ctrl receives by a constant φ > 0 leaves its updates unchanged up to Adam's ε, so one
+    # control φ stands for a whole φ sweep (Table 3): micn at every φ is paired with it.
+    control_phis: tuple[Unit, ...] | None = None
     max_lens: tuple[Positive, ...] = ()  # history lengths; empty = each dataset's max_len
 
 
@@ -135,7 +139,8 @@ class GridConfig:
 @_section
 class MICNConfig:
     """The `micn` section: the MICN auxiliary task (micn/models/micn_aux.py). Whether a run uses it is
-    the run's `variant` ("base" | "micn"), not a field here."""
+    the run's `variant` ("base" | "control" | "micn"), not a field here; a control run uses only
+    `d_aux` and `phi` (the width and gradient scale of its extra embedding half)."""
 
     d_aux: Annotated[int, Strict(), Field(ge=2)] = 36  # width of e_aux (item half ⌈d/2⌉ ⊕ category half ⌊d/2⌋)
     k_max: Positive = 4  # K_max interest capsules (MIND: 4 at most in practice)
@@ -148,6 +153,11 @@ class MICNConfig:
     lambda_micn: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # λ, weight of L_micn in the total loss
     phi: Unit = 0.3  # φ, share of the MAIN gradient reaching e_aux; 1 − φ comes from L_micn
     routing_std: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # σ of the fresh N(0, σ²) routing logits
+    # The paper's user tower (Fig. 1 / MIND), opt-in: the defaults are the capsule-only form every
+    # earlier run trained, so those runs keep their numbers (same modules, same draws).
+    user_profile: Bool = False  # join the user profile to the capsules (paper Fig. 1 / MIND)
+    post_layers: tuple[Positive, ...] = ()  # hidden widths of MIND's ReLU layers on each capsule (+ Linear to d_aux)
+    retrieval_k: Positive = 50  # K of the Recall@K evidence (MIND's evaluation: Recall@50)
 
     def __post_init__(self) -> None:
         if math.isnan(self.pow_p):
@@ -164,6 +174,9 @@ class TrainConfig:
     lr: Annotated[float, Strict(), Field(gt=0.0)] = 1e-3
     patience: NonNegative = 2  # epochs without a better validation AUC before stopping
     dien_aux_weight: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # weight of DIEN's auxiliary loss (reference: 1)
+    # hidden activation of DIEN's auxiliary net: sigmoid is the reference's and cannot learn on
+    # small embeddings (its loss stays at 2 ln 2, micn/models/dien.py); prelu or relu learn. Opt-in.
+    dien_aux_activation: Literal["sigmoid", "prelu", "relu"] = "sigmoid"
     d_item: Positive = 18  # item-id embedding width (DIEN reference: 18)
     d_category: Positive = 18  # category embedding width
     threads: NonNegative = 0  # torch.set_num_threads; 0 keeps torch's default

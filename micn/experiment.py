@@ -9,13 +9,16 @@ Sections used here:
 
     datasets:     name -> {enabled, max_len}; `synthetic` is written by the generate stage, every
                   other dataset is read from data/raw/<name>/ (Amazon 2014 or 2018 files)
-    experiments:  name -> {enabled, backbones, variants, phis, max_lens}; the paper's Table 2
-                  (backbones x ±MICN), Table 3 (φ sweep) and Table 4 (history length)
+    experiments:  name -> {enabled, backbones, variants, phis, control_phis, max_lens}; the paper's
+                  Table 2 (backbones x base/control/micn), Table 3 (φ sweep) and Table 4 (history length)
     grid:         seeds and how the runs are executed (retries, task runner, cluster address)
 
 A run is identified by (dataset, max_len, backbone, variant, φ, seed); several experiments may
 ask for the same run (e.g. DIEN+MICN at the default φ and length is in all three tables) and it
-is trained once, remembering every experiment that asked for it.
+is trained once, remembering every experiment that asked for it. Variants: `base` (the backbone),
+`micn` (with the MICN auxiliary task) and `control` (the backbone with the same joined width,
+its extra half e_ctrl trained by the main loss only, scaled by φ: MICN without L_micn). Control
+and micn runs carry φ; base runs do not.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class RunSpec:
     backbone: str
     variant: str
     max_len: int
-    phi: float | None  # None for base runs (no MICN)
+    phi: float | None  # None for base runs; control runs carry φ like micn runs (the scale of e_ctrl's gradient)
     seed: int
     experiments: tuple[str, ...] = field(default=(), compare=False)
 
@@ -131,7 +134,8 @@ def plan_runs(exp: Experiment) -> list[RunSpec]:
             for max_len in exp.max_lens(dataset, e):
                 for backbone in e.backbones:
                     for variant in e.variants:
-                        phis = (None,) if variant == "base" else (e.phis or (exp.micn.phi,))
+                        phis = e.phis if variant != "control" or e.control_phis is None else e.control_phis
+                        phis = (None,) if variant == "base" else (phis or (exp.micn.phi,))
                         for phi in phis:
                             for seed in exp.grid.seeds:
                                 spec = RunSpec(dataset, backbone, variant, max_len, phi, seed)
@@ -142,7 +146,10 @@ def plan_runs(exp: Experiment) -> list[RunSpec]:
 
 
 def micn_config(exp: Experiment, spec: RunSpec) -> MICNConfig | None:
-    """The MICN settings of a run (None for base runs): the `micn` section with the run's φ."""
+    """The MICN settings of a run (None for base runs): the `micn` section with the run's φ.
+
+    A control run gets them too: its extra half is as wide as e_aux (`d_aux`) and receives the
+    main gradient scaled by the same φ, so control and micn at one φ differ only by L_micn."""
     if spec.variant == "base":
         return None
     return dataclasses.replace(exp.micn, phi=spec.phi)

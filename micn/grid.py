@@ -46,19 +46,20 @@ from pathlib import Path
 
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, micn_config
-from micn.record import GridInfo, RunRecord, read_record, write_record
+from micn.record import GridInfo, RunRecord, plain_config, read_record, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-# The modules a trained model's result depends on (also the `train` stage's code deps in dvc.yaml);
-# editing the report, ingest or the generator does not retrain anything.
+# The modules a run's record depends on (also the `train` stage's code deps in dvc.yaml); the
+# generator is among them because the history-only ceiling (data/ceiling.py) reads the world's
+# public structure from it. Editing the report or ingest does not retrain anything.
 TRAINING_CODE = ("train.py", "record.py", "evaluate.py", "config.py", "models", "nn", "data/dataset.py",
-                 "data/batch.py", "data/oracle.py")
+                 "data/batch.py", "data/oracle.py", "data/ceiling.py", "data/synthetic")
 
 # `<backbone>-<variant>[-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset): the names
 # the grid gives its files. A folder or file not named so was not written by the grid.
-RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|micn)(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+")
+RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|control|micn)(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+")
 # What training writes into a run's model folder (and the temporary files of its atomic writes).
 MODEL_FILE = re.compile(r"(model|checkpoint)\.(pt|json|tmp)(\.tmp)?")
 
@@ -171,8 +172,7 @@ def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, a
         run_id=spec.run_id, dataset=spec.dataset, protocol=None, backbone=spec.backbone, variant=spec.variant,
         seed=spec.seed, max_len=spec.max_len, phi=spec.phi, experiments=list(spec.experiments), status="failed",
         error=message, traceback=detail, attempts=attempts, signature=sig,
-        params={"train": dataclasses.asdict(exp.train), "micn": None if micn is None else dataclasses.asdict(micn),
-                "max_len": spec.max_len},
+        params={"train": plain_config(exp.train), "micn": plain_config(micn), "max_len": spec.max_len},
         metrics=None)
 
 

@@ -162,7 +162,8 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[WithMICN, d
     name, TrainConfig fields (d_item, d_category), MICNConfig fields and the feature map. The file
     is read with `weights_only=True` (tensors and plain data), so a crafted file cannot run code.
     """
-    from micn.train import load_tensors
+    from micn.config import TrainConfig
+    from micn.train import backbone_config, load_tensors
 
     path = Path(path)
     if path.is_dir():
@@ -173,13 +174,14 @@ def load_model(path: str | Path, map_location: str = "cpu") -> tuple[WithMICN, d
     missing = [k for k in ("model", "backbone", "config", "micn", "feature_map") if k not in ckpt]
     if missing:
         raise MicnError(f"{path}: keys {missing} are missing; it is not a model file written by `micn train`.")
-    if ckpt["micn"] is None:
-        raise MicnError(f"{path}: this run was trained without MICN (variant base), so it has no interest capsules "
-                        "to show; pick a run of variant micn (`micn train --variant micn`, or a grid run named "
-                        "<backbone>-micn-...).")
+    if ckpt["micn"] is None or ckpt.get("variant") == "control":
+        raise MicnError(f"{path}: this run was trained without MICN (variant {ckpt.get('variant') or 'base'}), so it "
+                        "has no interest capsules to show; pick a run of variant micn (`micn train --variant micn`, "
+                        "or a grid run named <backbone>-micn-...).")
     fmap, cfg = ckpt["feature_map"], ckpt["config"]
     model = build_with_micn(ckpt["backbone"], fmap["n_users"], fmap["n_items"], fmap["n_categories"],
-                            cfg["d_item"], cfg["d_category"], MICNConfig(**ckpt["micn"]))
+                            cfg["d_item"], cfg["d_category"], MICNConfig(**ckpt["micn"]),
+                            backbone_cfg=backbone_config(ckpt["backbone"], TrainConfig(**cfg)))
     model.load_state_dict(ckpt["model"])
     return model.eval(), ckpt
 

@@ -28,12 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from micn.config import VARIANTS  # "base" | "control" | "micn": one tuple for params, records and the CLI
 from micn.errors import MicnError
 
-VARIANTS = ("base", "micn")
 STATUSES = ("ok", "failed")
-METRIC_KEYS = ("auc", "gauc", "logloss", "oracle_auc", "valid_auc")
-PROBABILITIES = ("auc", "gauc", "oracle_auc", "valid_auc")  # metrics that must lie in [0, 1]
+# The test metrics, then the evidence that the auxiliary tasks learned (issue 11 §2, §5), None
+# where it does not apply: history_only_auc on synthetic data only; micn_recall and grad_ratio
+# on micn runs only; popularity_recall beside micn_recall; dien_aux on DIEN runs only.
+METRIC_KEYS = ("auc", "gauc", "logloss", "oracle_auc", "valid_auc",
+               "history_only_auc", "micn_recall", "popularity_recall", "dien_aux", "grad_ratio")
+PROBABILITIES = ("auc", "gauc", "oracle_auc", "valid_auc", "history_only_auc", "micn_recall",
+                 "popularity_recall")  # metrics that must lie in [0, 1]
 REQUIRED_METRICS = ("auc", "gauc", "logloss")  # an ok run always has these; oracle_auc is None on real data
 
 
@@ -57,7 +62,7 @@ class RunRecord:
     dataset: str
     protocol: str | None  # None on failure records (the samples may never have been read)
     backbone: str
-    variant: str  # "base" | "micn"
+    variant: str  # "base" | "control" | "micn"
     seed: int
     max_len: int | None
     phi: float | None
@@ -68,7 +73,7 @@ class RunRecord:
     attempts: int
     signature: str | None  # the grid's reuse hash; None for a bare `micn train`
     params: dict  # {"train": ..., "micn": ... | None, "max_len": L, "samples_seed": s}
-    metrics: dict | None  # {"auc", "gauc", "logloss", "oracle_auc", "valid_auc"}; None when failed
+    metrics: dict | None  # {METRIC_KEYS: value or None}; None when failed
     epochs: int | None = None
     best_epoch: int | None = None
     train_seconds: float | None = None
@@ -85,6 +90,12 @@ JSON_ORDER = ("dataset", "protocol", "backbone", "variant", "seed", "params", "m
               "phi", "experiments", "status", "error", "traceback", "attempts", "signature")
 assert set(JSON_ORDER) == {f.name for f in dataclasses.fields(RunRecord)}, "JSON_ORDER must list every field once"
 REQUIRED_KEYS = ("dataset", "backbone", "variant", "seed", "status", "params", "metrics")
+
+
+def plain_config(config: Any) -> dict[str, Any] | None:
+    """A config dataclass as a record's `params` holds it: JSON types only (tuples become lists), so
+    a record equals itself read back from its file. None stays None."""
+    return None if config is None else json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def record_json(record: RunRecord) -> dict[str, Any]:
@@ -153,9 +164,9 @@ def _check(r: RunRecord, where: str | Path) -> None:
             continue
         need(_is_number(value), f"metrics.{key}", value, "expected a finite number")
         if key in PROBABILITIES:
-            need(0.0 <= value <= 1.0, f"metrics.{key}", value, "an AUC lies in [0, 1]")
+            need(0.0 <= value <= 1.0, f"metrics.{key}", value, "an AUC or a recall lies in [0, 1]")
         else:
-            need(value >= 0.0, f"metrics.{key}", value, "a logloss is >= 0")
+            need(value >= 0.0, f"metrics.{key}", value, "a loss or a norm ratio is >= 0")
 
 
 def _is_int(value: Any) -> bool:

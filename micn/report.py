@@ -5,7 +5,10 @@
 
 The database holds tables `runs` (one row per trained model or failed run) and `history` (one
 row per run and epoch), the table macro `paper_cells(experiment)` and the views `paper_table2`
-(backbones ± MICN), `paper_table3` (φ sweep), `paper_table4` (history length) and `failed_runs`.
+(backbones as base, control and MICN), `paper_table3` (φ sweep), `paper_table4` (history length)
+and `failed_runs`. The views carry both paired lifts (MICN − base and control − base; MICN −
+control), the two ceilings (oracle, history-only) and the learning evidence; the report says at
+the top, in words, when an auxiliary task has not learned at the selected checkpoint.
 SQL lives in sql/metrics/ (staging → intermediate → marts, see its README). Records are checked,
 not trusted (issue 13 §4): every record is read as a `micn.record.RunRecord` first (a run_id in two
 files, an AUC outside [0, 1] or an empty file stops the build, naming the file), and every learning
@@ -36,14 +39,18 @@ from micn.errors import MicnError  # noqa: E402
 from micn.record import os_reason, read_records  # noqa: E402
 
 TABLES = {
-    "paper_table2": "Table 2: backbones with and without MICN",
+    "paper_table2": "Table 2: backbones as base, width-matched control and MICN",
     "paper_table3": "Table 3: φ (gradient blend into e_aux) for MICN",
-    "paper_table4": "Table 4: history length (max_len) with and without MICN",
+    "paper_table4": "Table 4: history length (max_len): base, control and MICN",
 }
 VIEWS = (*TABLES, "failed_runs")  # sql/metrics/marts/<view>.sql
 # The figures `write_report` draws, by file name: the only PNGs it ever deletes.
 FIGURES = ("auc_by_backbone.png", "learning_curves.png", "phi_sweep.png", "max_len.png")
 BACKBONE_NAMES = {"wide_deep": "Wide&Deep", "din": "DIN", "dien": "DIEN"}
+VARIANT_NAMES = {"base": "base", "control": "control", "micn": "MICN"}
+VARIANT_COLOURS = {"base": "#7570b3", "control": "#1b9e77", "micn": "#d95f02"}
+TWO_LN2 = 1.3862943611198906  # DIEN's auxiliary loss at chance: BCE of 1/2 on a positive and a negative
+DIEN_AUX_MARGIN = 0.01  # a validation aux loss >= 2 ln 2 - this has not learned
 T_DF_MAX = 500  # t quantiles are tabulated for 1..T_DF_MAX degrees of freedom
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
@@ -212,12 +219,27 @@ def _mean_std(mean, std) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
 
 
-def _lift(row: dict) -> str:
-    if row.get("lift_mean") is None:
+def _interval(mean, low, high, n) -> str:
+    if mean is None:
         return "–"
-    if row.get("n_pairs") == 1:
-        return f"{row['lift_mean']:+.4f} (1 pair)"
-    return f"{row['lift_mean']:+.4f} [{row['lift_ci_low']:+.4f}, {row['lift_ci_high']:+.4f}]"
+    if n == 1:
+        return f"{mean:+.4f} (1 pair)"
+    return f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def _lift(row: dict) -> str:
+    """This row − base (control and MICN rows)."""
+    return _interval(row.get("lift_mean"), row.get("lift_ci_low"), row.get("lift_ci_high"), row.get("n_pairs"))
+
+
+def _lift_control(row: dict) -> str:
+    """MICN − control (MICN rows); names the control's φ when it is not the row's own."""
+    text = _interval(row.get("lift_control_mean"), row.get("lift_control_ci_low"), row.get("lift_control_ci_high"),
+                     row.get("n_pairs_control"))
+    phi, control_phi = row.get("phi"), row.get("control_phi")
+    if text != "–" and control_phi is not None and phi is not None and abs(control_phi - phi) > 1e-12:
+        text += f" (control φ {control_phi:g})"
+    return text
 
 
 def _runs(row: dict) -> str:
@@ -236,10 +258,91 @@ def _cell_rows(df: pl.DataFrame, first: str) -> list[list[str]]:
         lead = {"backbone": BACKBONE_NAMES.get(r["backbone"], r["backbone"]),
                 "phi": "–" if r["phi"] is None else f"{r['phi']:g}",
                 "max_len": str(r["max_len"])}[first]
-        rows.append([r["dataset"], lead, "MICN" if r["variant"] == "micn" else "base", _mean_std(r["auc_mean"], r["auc_std"]),
-                     _mean_std(r["gauc_mean"], r["gauc_std"]), _fmt(r["logloss_mean"]), _lift(r), _runs(r),
-                     _fmt(r["oracle_auc"])])
+        rows.append([r["dataset"], lead, VARIANT_NAMES.get(r["variant"], r["variant"]),
+                     _mean_std(r["auc_mean"], r["auc_std"]), _mean_std(r["gauc_mean"], r["gauc_std"]),
+                     _fmt(r["logloss_mean"]), _lift(r), _lift_control(r), _runs(r), _fmt(r["oracle_auc"]),
+                     _fmt(r.get("history_only_auc"))])
     return rows
+
+
+def not_learned(runs: pl.DataFrame) -> list[str]:
+    """Sentences, in words, for every auxiliary task that has not learned at the selected
+    checkpoint of some run: MICN whose capsules retrieve no better than popularity
+    (micn_recall <= popularity_recall), DIEN whose auxiliary loss is at chance (>= 2 ln 2 − 0.01)."""
+    ok = runs.filter(pl.col("status") == "ok")
+    out = []
+    micn = ok.filter((pl.col("variant") == "micn") & pl.col("micn_recall").is_not_null()
+                     & pl.col("popularity_recall").is_not_null())
+    stuck = micn.filter(pl.col("micn_recall") <= pl.col("popularity_recall"))
+    if stuck.height:
+        out.append(
+            f"**MICN's auxiliary task has not learned at the selected checkpoint in {stuck.height} of {micn.height} "
+            f"MICN runs**: the Recall@K of its interest capsules is at or below that of ranking items by popularity "
+            f"({_cells(stuck)}). There e_aux is little more than its initialisation plus the main loss's updates, so "
+            "a MICN lift measures the extra width (compare MICN − control), not what MICN learned.")
+    dien = ok.filter(pl.col("dien_aux").is_not_null())
+    flat = dien.filter(pl.col("dien_aux") >= TWO_LN2 - DIEN_AUX_MARGIN)
+    if flat.height:
+        out.append(
+            f"**DIEN's auxiliary loss has not learned at the selected checkpoint in {flat.height} of {dien.height} "
+            f"DIEN runs**: its validation value is within {DIEN_AUX_MARGIN} of 2 ln 2 = {TWO_LN2:.4f}, the loss of a "
+            f"net that cannot tell the next behaviour from a sampled negative ({_cells(flat)}). These runs trained "
+            "DIEN effectively without its auxiliary loss.")
+    return out
+
+
+def _cells(df: pl.DataFrame) -> str:
+    """'synthetic DIN MICN φ 0.3 len 20: 3 runs, ...' for the runs of `df`, grouped by cell."""
+    parts = []
+    for (dataset, backbone, variant, phi, max_len), g in df.group_by(
+            ["dataset", "backbone", "variant", "phi", "max_len"], maintain_order=True):
+        phi_text = "" if phi is None else f" φ {phi:g}"
+        parts.append(f"{dataset} {BACKBONE_NAMES.get(backbone, backbone)} {VARIANT_NAMES.get(variant, variant)}"
+                     f"{phi_text} len {max_len}: {g.height} run{'s' if g.height != 1 else ''}")
+    return "; ".join(sorted(parts))
+
+
+def evidence_rows(runs: pl.DataFrame) -> list[list[str]]:
+    """One row per cell with learning evidence: MICN Recall@K vs popularity, DIEN aux vs 2 ln 2, the
+    gradient ratio into e_aux, and the selected epoch (means over the cell's ok runs)."""
+    ok = runs.filter((pl.col("status") == "ok") & (pl.col("micn_recall").is_not_null()
+                                                   | pl.col("dien_aux").is_not_null()
+                                                   | pl.col("grad_ratio").is_not_null()))
+    if not ok.height:
+        return []
+    cells = (ok.group_by(["dataset", "max_len", "backbone", "variant", "phi"])
+             .agg(pl.len().alias("n"), pl.col("micn_retrieval_k").max().alias("k"),
+                  pl.col("micn_recall").mean(), pl.col("popularity_recall").mean(), pl.col("dien_aux").mean(),
+                  pl.col("grad_ratio").mean(), pl.col("best_epoch").mean(), pl.col("epochs").mean())
+             .sort(["dataset", "max_len", "backbone", "variant", "phi"], nulls_last=False))
+    rows = []
+    for r in cells.iter_rows(named=True):
+        recall = "–" if r["micn_recall"] is None else (
+            f"{r['micn_recall']:.4f} vs {_fmt(r['popularity_recall'])}"
+            + (" (**not above**)" if r["popularity_recall"] is not None and r["micn_recall"] <= r["popularity_recall"]
+               else ""))
+        aux = "–" if r["dien_aux"] is None else (
+            f"{r['dien_aux']:.4f}" + (" (**at chance**)" if r["dien_aux"] >= TWO_LN2 - DIEN_AUX_MARGIN else ""))
+        rows.append([r["dataset"], str(r["max_len"]), BACKBONE_NAMES.get(r["backbone"], r["backbone"]),
+                     VARIANT_NAMES.get(r["variant"], r["variant"]), "–" if r["phi"] is None else f"{r['phi']:g}",
+                     "–" if r["k"] is None else str(r["k"]), recall, aux, _fmt(r["grad_ratio"], 2),
+                     f"{r['best_epoch']:.1f} of {r['epochs']:.1f}", str(r["n"])])
+    return rows
+
+
+def ceiling_rows(runs: pl.DataFrame) -> list[list[str]]:
+    """Per dataset and length: the oracle and history-only ceilings and the best cell's mean test AUC."""
+    ok = runs.filter((pl.col("status") == "ok") & pl.col("oracle_auc").is_not_null())
+    if not ok.height:
+        return []
+    best = (ok.group_by(["dataset", "max_len", "backbone", "variant", "phi"]).agg(pl.col("auc").mean())
+            .group_by(["dataset", "max_len"]).agg(pl.col("auc").max().alias("best")))
+    ceilings = (ok.group_by(["dataset", "max_len"])
+                .agg(pl.col("oracle_auc").mean(), pl.col("history_only_auc").mean())
+                .join(best, on=["dataset", "max_len"]).sort(["dataset", "max_len"]))
+    return [[r["dataset"], str(r["max_len"]), _fmt(r["oracle_auc"]), _fmt(r["history_only_auc"]), _fmt(r["best"]),
+             "–" if r["history_only_auc"] is None else f"{r['history_only_auc'] - r['best']:+.4f}"]
+            for r in ceilings.iter_rows(named=True)]
 
 
 def render_markdown(tables: dict[str, pl.DataFrame], runs: pl.DataFrame, failed: pl.DataFrame,
@@ -253,19 +356,36 @@ def render_markdown(tables: dict[str, pl.DataFrame], runs: pl.DataFrame, failed:
         f"{ok.height} runs finished, {failed.height} failed; datasets: {', '.join(sorted(set(runs['dataset'])))}; "
         f"code revision(s): {', '.join(r[:10] for r in revisions) or 'unknown'}.",
         "",
-        "Test metrics are mean ± sample standard deviation over seeds. **Lift** is the paired MICN − base "
-        "difference of test AUC (same dataset, history length, backbone and seed) with its 95 % t interval. "
-        "The oracle AUC is the Bayes-optimal scorer of the synthetic world (the ceiling; real data has none).",
+    ]
+    warnings = not_learned(runs)
+    for warning in warnings:  # at the top, in words: a lift of an aux task that did not learn means little
+        out += [f"> {warning}", ""]
+    out += [
+        "Test metrics are mean ± sample standard deviation over seeds. Variants: **base** is the backbone; "
+        "**control** is the backbone with the same joined item width as MICN, its extra half trained by the main "
+        "loss only (scaled by φ as MICN's e_aux is), without the capsule network and L_micn; **MICN** adds the "
+        "auxiliary task. Two paired lifts of test AUC, each the mean difference over seeds with its 95 % t interval "
+        "(pairs: same dataset, history length, backbone and seed, and the same φ where both runs have one): "
+        "**− base** on control and MICN rows (what the extra width, or MICN, adds to the backbone), and "
+        "**MICN − control** on MICN rows (what MICN's loss adds beyond the width: the fair test of MICN). "
+        "A lift whose interval contains 0 is not distinguishable from none at this number of seeds.",
+        "",
+        "Two ceilings on synthetic data: the **oracle AUC** scores with each user's hidden topic weights, which "
+        "no model sees; the **history-only AUC** is the Bayes-optimal scorer that knows the world's public "
+        "structure and only the user's observed history, i.e. the best any model trained on these samples could "
+        "reach. Read a model's distance to the history-only AUC as its headroom; the gap between the two ceilings "
+        "is out of every model's reach.",
         "",
     ]
     if failed.height:
         out += ["> **Warning: some runs failed** after their retries; their cells below count them as failed and "
                 "leave them out of the means. See *Failed runs*.", ""]
-    headers = ["dataset", "", "variant", "test AUC", "GAUC", "logloss", "lift vs base [95 % CI]", "runs", "oracle AUC"]
+    headers = ["dataset", "", "variant", "test AUC", "GAUC", "logloss", "− base [95 % CI]", "MICN − control [95 % CI]",
+               "runs", "oracle AUC", "history-only AUC"]
     firsts = {"paper_table2": "backbone", "paper_table3": "phi", "paper_table4": "max_len"}
     for name, title in TABLES.items():
         df = tables[name]
-        if name == "paper_table3":  # φ rows are DIEN+MICN; keep its base rows for reference
+        if name == "paper_table3":  # φ rows are DIEN+MICN; keep its base and control rows for reference
             df = df.sort(["dataset", "backbone", "variant", "phi"], nulls_last=False)
         out += [f"## {title}", ""]
         if not df.height:
@@ -277,6 +397,26 @@ def render_markdown(tables: dict[str, pl.DataFrame], runs: pl.DataFrame, failed:
         if firsts[name] != "backbone":
             hdr[1] = f"{hdr[1]} ({', '.join(sorted({BACKBONE_NAMES.get(b, b) for b in df['backbone']}))})"
         out += [_table(hdr, _cell_rows(df, firsts[name])), ""]
+    ceilings = ceiling_rows(runs)
+    if ceilings:
+        out += ["## Ceilings", "",
+                "The oracle AUC knows each user's hidden weights; the history-only AUC knows only what a model "
+                "sees. A best model at or near the history-only AUC has no headroom left on this world, whatever "
+                "the oracle says.", "",
+                _table(["dataset", "max_len", "oracle AUC", "history-only AUC", "best cell's test AUC",
+                        "history-only − best"], ceilings), ""]
+    evidence = evidence_rows(runs)
+    if evidence:
+        out += ["## Did the auxiliary tasks learn?", "",
+                "At the selected checkpoint (means over seeds): MICN as the retrieval model it is, Recall@K of "
+                "each validation user's held-out target over the whole catalogue from the user's interest "
+                "capsules, beside ranking by training popularity on the same users (MICN has learned something "
+                f"only above it); DIEN's auxiliary loss on the validation split beside 2 ln 2 = {TWO_LN2:.4f} "
+                "(chance); and the ratio ‖∇_main‖ / ‖∇_micn‖ of the two gradients reaching e_aux over the "
+                "selected epoch's steps (as the optimizer receives them, φ and 1 − φ applied): above 1 the main "
+                "loss drives e_aux.", "",
+                _table(["dataset", "max_len", "backbone", "variant", "φ", "K of Recall@K", "MICN Recall@K vs popularity",
+                        "DIEN aux (valid)", "‖∇main‖/‖∇micn‖", "selected epoch", "runs"], evidence), ""]
     out += ["## Figures", ""]
     out += [f"![{f.stem}]({f.as_posix()})" for f in figures] + [""]
     if failed.height:
@@ -299,8 +439,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def auc_figure(table2: pl.DataFrame, path: Path) -> Path | None:
-    """Test AUC (mean, error bar = std over seeds) per backbone ± MICN, one panel per dataset; the
-    oracle ceiling as a dashed line where it is known."""
+    """Test AUC (mean, error bar = std over seeds) per backbone and variant (base, control, MICN),
+    one panel per dataset; the oracle and history-only ceilings as lines where they are known."""
     df = table2.filter(pl.col("auc_mean").is_not_null())
     if not df.height:
         return None
@@ -309,15 +449,21 @@ def auc_figure(table2: pl.DataFrame, path: Path) -> Path | None:
     for ax, dataset in zip(axes[0], datasets):
         d = df.filter(pl.col("dataset") == dataset)
         backbones = list(dict.fromkeys(d["backbone"]))
-        for i, variant in enumerate(("base", "micn")):
+        variants = [v for v in VARIANT_NAMES if v in set(d["variant"])]
+        width = 0.8 / len(variants)
+        for i, variant in enumerate(variants):
             v = {r["backbone"]: r for r in d.filter(pl.col("variant") == variant).iter_rows(named=True)}
-            xs = [j + (i - 0.5) * 0.38 for j, b in enumerate(backbones) if b in v]
-            ax.bar(xs, [v[b]["auc_mean"] for b in backbones if b in v], width=0.38,
+            xs = [j + (i - (len(variants) - 1) / 2) * width for j, b in enumerate(backbones) if b in v]
+            ax.bar(xs, [v[b]["auc_mean"] for b in backbones if b in v], width=width,
                    yerr=[v[b]["auc_std"] or 0 for b in backbones if b in v], capsize=4,
-                   label="+ MICN" if variant == "micn" else "base", color="#d95f02" if variant == "micn" else "#7570b3")
+                   label="+ MICN" if variant == "micn" else variant, color=VARIANT_COLOURS.get(variant, "grey"))
         oracle = d["oracle_auc"].drop_nulls()
         if oracle.len():
             ax.axhline(oracle.mean(), ls="--", color="black", lw=1, label=f"oracle {oracle.mean():.3f}")
+        history_only = d["history_only_auc"].drop_nulls()
+        if history_only.len():
+            ax.axhline(history_only.mean(), ls=":", color="black", lw=1,
+                       label=f"history-only {history_only.mean():.3f}")
         lows = (d["auc_mean"] - d["auc_std"].fill_null(0)).min()
         top = max(d["auc_mean"].max(), oracle.max() if oracle.len() else 0)
         ax.set_ylim(max(0.0, lows - 0.03), min(1.0, top + 0.02))
@@ -338,11 +484,10 @@ def learning_curves_figure(runs: pl.DataFrame, history: pl.DataFrame, path: Path
     for ax, backbone in zip(axes[0], backbones):
         for run_id, g in h.filter(pl.col("backbone") == backbone).group_by("run_id", maintain_order=True):
             g = g.sort("epoch")
-            micn = g["variant"][0] == "micn"
             ax.plot(g["epoch"], g["valid_auc"], marker="o", ms=3, lw=1, alpha=0.7,
-                    color="#d95f02" if micn else "#7570b3")
-        ax.plot([], [], color="#7570b3", label="base")
-        ax.plot([], [], color="#d95f02", label="+ MICN")
+                    color=VARIANT_COLOURS.get(g["variant"][0], "grey"))
+        for variant in (v for v in VARIANT_NAMES if v in set(h["variant"])):
+            ax.plot([], [], color=VARIANT_COLOURS[variant], label="+ MICN" if variant == "micn" else variant)
         ax.set_title(f"{BACKBONE_NAMES.get(backbone, backbone)}: validation AUC")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -352,15 +497,19 @@ def learning_curves_figure(runs: pl.DataFrame, history: pl.DataFrame, path: Path
 
 
 def sweep_figure(table: pl.DataFrame, column: str, label: str, path: Path) -> Path | None:
-    """Test AUC against φ or max_len (MICN rows; base as a reference line or second series)."""
+    """Test AUC against φ or max_len (MICN rows; base and control as reference lines in the φ sweep
+    when they have one φ, else as series of their own)."""
     df = table.filter(pl.col("auc_mean").is_not_null())
     if not df.height:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for (dataset, backbone, variant), g in df.group_by(["dataset", "backbone", "variant"], maintain_order=True):
-        name = f"{dataset} {BACKBONE_NAMES.get(backbone, backbone)}{' + MICN' if variant == 'micn' else ''}"
-        if column == "phi" and variant == "base":
-            ax.axhline(g["auc_mean"][0], ls="--", lw=1, color="grey", label=f"{name} (no MICN)")
+        suffix = {"micn": " + MICN", "control": " control"}.get(variant, "")
+        name = f"{dataset} {BACKBONE_NAMES.get(backbone, backbone)}{suffix}"
+        if column == "phi" and variant != "micn" and g.height == 1:
+            what = "no MICN" if variant == "base" else f"φ {g['phi'][0]:g}, no L_micn"
+            ax.axhline(g["auc_mean"][0], ls="--" if variant == "base" else ":", lw=1,
+                       color=VARIANT_COLOURS.get(variant, "grey"), label=f"{name} ({what})")
             continue
         g = g.sort(column)
         ax.errorbar(g[column], g["auc_mean"], yerr=g["auc_std"].fill_null(0), marker="o", capsize=3, label=name)

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from micn import evaluate
 from micn.data.dataset import SampleSet, load_feature_map
 from micn.errors import MicnError
 from micn.config import SEED_MAX, MICNConfig, TrainConfig
@@ -53,7 +54,8 @@ from micn.evaluate import ctr_metrics, oracle_auc
 from micn.models import BACKBONES, build_backbone
 from micn.models.with_micn import WithMICN, build_with_micn, item_categories_of
 from micn.nn.embedding import ItemEmbedding
-from micn.record import VARIANTS, GridInfo, RunRecord, TrainingState, os_reason, write_json, write_record
+from micn.record import (VARIANTS, GridInfo, RunRecord, TrainingState, os_reason, plain_config, write_json,
+                         write_record)
 
 SPLITS = ("train", "valid", "test")
 # Parameter initialisation draws from torch's process-wide RNG; runs started in parallel threads
@@ -82,35 +84,167 @@ def load_splits(samples_dir: str | Path, dataset: str | None = None) -> tuple[di
 
 
 def build_model(backbone: str, fmap: dict, cfg: TrainConfig, micn: MICNConfig | None = None,
-                item_categories: torch.Tensor | None = None, generator: torch.Generator | None = None) -> nn.Module:
+                item_categories: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                variant: str | None = None) -> nn.Module:
     """Item embedding (item ⊕ category) built here and injected into the backbone. With a MICN
     config (variant "micn") the injected embedding is e_orig ⊕ e_aux, the model also returns
-    L_micn, and MICN draws its training-time randomness from `generator`."""
-    if micn is not None:
+    L_micn, and MICN draws its training-time randomness from `generator`. Variant "control"
+    (needs the MICN config for d_aux and φ) is the same joined width with e_ctrl in place of
+    e_aux, trained by the main loss only (`micn.models.with_micn.build_control`).
+
+    `variant` defaults to "micn" when a MICN config is given, else "base"."""
+    variant = variant or ("base" if micn is None else "micn")
+    backbone_cfg = backbone_config(backbone, cfg)
+    if variant == "control":
+        if micn is None:
+            raise MicnError("variant control needs the micn section (d_aux, phi) for the width of its extra half.")
+        try:
+            from micn.models.with_micn import build_control
+        except ImportError:
+            raise MicnError("variant control needs micn.models.with_micn.build_control, which this version of "
+                            "micn/models does not have.") from None
+        return build_control(backbone, fmap["n_users"], fmap["n_items"], fmap["n_categories"], cfg.d_item,
+                             cfg.d_category, micn, backbone_cfg=backbone_cfg)
+    if variant == "micn":
         return build_with_micn(backbone, fmap["n_users"], fmap["n_items"], fmap["n_categories"], cfg.d_item,
-                               cfg.d_category, micn, item_categories=item_categories, generator=generator)
+                               cfg.d_category, micn, backbone_cfg=backbone_cfg, item_categories=item_categories,
+                               generator=generator)
     embedding = ItemEmbedding(fmap["n_items"], fmap["n_categories"], cfg.d_item, cfg.d_category)
-    return build_backbone(backbone, None, embedding, fmap["n_users"])
+    return build_backbone(backbone, backbone_cfg, embedding, fmap["n_users"])
+
+
+def backbone_config(backbone: str, cfg: TrainConfig):
+    """The backbone's config where the train section changes it (DIEN's aux activation), else None:
+    the backbone's defaults, exactly the modules earlier runs built."""
+    if backbone == "dien" and cfg.dien_aux_activation != "sigmoid":
+        from micn.models import DIENConfig
+
+        return DIENConfig(aux_activation=cfg.dien_aux_activation)
+    return None
 
 
 @torch.no_grad()
+def predict_with_aux(model: nn.Module, data: SampleSet, batch_size: int,
+                     device: torch.device) -> tuple[np.ndarray, dict[str, float]]:
+    """Logits for every row of `data`, in file order, and the mean of each auxiliary loss the model
+    returns in evaluation mode (DIEN's `dien_aux`; MICN's loss is training-only), weighted by rows.
+
+    The losses are computed by the forward pass anyway, so reading them changes nothing."""
+    model.eval()
+    out, sums, rows = [], {}, 0
+    for b in data.batches(batch_size):
+        result = model(b.to(device))
+        out.append(result.logits.float().cpu())
+        for name, value in result.aux_losses.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * len(b)
+        rows += len(b)
+    logits = torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    return logits, {name: total / max(rows, 1) for name, total in sums.items()}
+
+
 def predict(model: nn.Module, data: SampleSet, batch_size: int, device: torch.device) -> np.ndarray:
     """Logits for every row of `data`, in file order."""
-    model.eval()
-    out = [model(b.to(device)).logits.float().cpu() for b in data.batches(batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+    return predict_with_aux(model, data, batch_size, device)[0]
 
 
 def evaluate_split(model: nn.Module, data: SampleSet, batch_size: int, device: torch.device) -> dict[str, float]:
-    logits = predict(model, data, batch_size, device)
-    return ctr_metrics(data.user_ids, data.label.numpy(), logits)
+    """AUC, GAUC and logloss of `data`, and each auxiliary loss the model returns in evaluation
+    mode (`dien_aux`: the evidence that DIEN's auxiliary net learned, against 2 ln 2)."""
+    logits, aux = predict_with_aux(model, data, batch_size, device)
+    return {**ctr_metrics(data.user_ids, data.label.numpy(), logits), **aux}
+
+
+# --- evidence that the auxiliary tasks learn (issue 11 §2) ------------------------------------------
+# Evaluation reads the model and draws from its own generators only: never the training generator,
+# never torch's global RNG, and never a training-mode forward, so a run's numbers are the same with
+# or without it. The functions it calls (micn.evaluate's recall_at_k, popularity_recall,
+# history_only_auc; WithMICN's user_capsules, item_table, grad_norms) are looked up when called:
+# where one is missing, its evidence is None and training is unaffected.
+
+EVAL_SEED = 20221  # seed of the routing logits drawn when MICN's capsules are read for evaluation
+
+
+def _api(name: str):
+    """micn.evaluate's function `name`, None when this version has none."""
+    return getattr(evaluate, name, None)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """MICN as the retrieval model it is (MIND's evaluation): Recall@K of each validation user's
+    held-out target over the whole catalogue from the user's interest capsules, beside the
+    Recall@K of ranking every item by its training popularity, on the same users.
+
+    The users are the validation split's positive rows with a non-empty history and a target in
+    the training vocabulary (an out-of-vocabulary target can be retrieved by no model);
+    popularity is each item's number of clicks in the training split (positive targets and the
+    real history positions of positive rows)."""
+
+    rows: torch.Tensor  # (U,) row numbers of the validation split
+    targets: np.ndarray  # (U,) target item index of each row
+    counts: np.ndarray  # (I,) training clicks per item index
+    k: int
+
+    @classmethod
+    def of(cls, train_split: SampleSet, valid: SampleSet, n_items: int, k: int) -> Retrieval:
+        keep = (valid.label == 1) & (valid.hist_len > 0) & (valid.item >= 2)
+        rows = torch.nonzero(keep).squeeze(1)  # (U,)
+        positive = train_split.label == 1
+        T = train_split.max_len
+        real = torch.arange(T).unsqueeze(0) >= (T - train_split.hist_len.long()).unsqueeze(1)  # (N, T)
+        real &= positive.unsqueeze(1)
+        clicked = torch.cat([train_split.item[positive].long(), train_split.hist_items[real].long()])
+        counts = torch.bincount(clicked, minlength=n_items)[:n_items].numpy()
+        counts[:2] = 0  # padding and OOV are not items
+        return cls(rows=rows, targets=valid.item[rows].long().numpy(), counts=counts, k=k)
+
+    @torch.no_grad()
+    def measure(self, model: nn.Module, data: SampleSet, batch_size: int, device: torch.device) -> dict[str, float]:
+        """{"micn_recall", "popularity_recall"} at the model's current weights; {} when an API is missing."""
+        recall_at_k, popularity_recall = _api("recall_at_k"), _api("popularity_recall")
+        capsules, table = getattr(model, "user_capsules", None), getattr(model, "item_table", None)
+        if recall_at_k is None or popularity_recall is None or capsules is None or table is None or not len(self.rows):
+            return {}
+        model.eval()
+        generator = torch.Generator(device=device).manual_seed(EVAL_SEED)  # the same draws at every evaluation
+        vectors, active = [], []
+        for start in range(0, len(self.rows), batch_size):
+            v, a = capsules(data.batch(self.rows[start:start + batch_size]).to(device), generator)
+            vectors.append(v.float().cpu())  # (B, K, D)
+            active.append(a.cpu())  # (B, K)
+        items = table().float().cpu()  # (I, D)
+        return {"micn_recall": float(recall_at_k(torch.cat(vectors).numpy(), torch.cat(active).numpy(), items.numpy(),
+                                                 self.targets, self.k)),
+                "popularity_recall": float(popularity_recall(self.counts, self.targets, self.k))}
+
+
+def _measures_grads(model: nn.Module) -> bool:
+    """Switch on the per-step norms of the two gradients reaching e_aux, where the model has them."""
+    switch, norms = getattr(model, "measure_grad_norms", None), getattr(model, "grad_norms", None)
+    if not (callable(switch) and callable(norms)):
+        return False
+    switch(True)
+    return True
+
+
+def _history_only_auc(test: SampleSet, fmap: dict, samples_dir: Path) -> float | None:
+    """The history-only ceiling of a synthetic world (None on real data or without the API)."""
+    ceiling = _api("history_only_auc")
+    return None if ceiling is None else ceiling(test, fmap, samples_dir)
+
+
+def _at_best(history: list[dict], best_epoch: int, key: str) -> float | None:
+    """`key` of the selected epoch's history row (the evidence at the checkpoint that is kept)."""
+    row = next((r for r in history if r.get("epoch") == best_epoch), None)
+    return None if row is None else row.get(key)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What one run trains: the backbone, the variant ("base" | "micn"), the seed and its settings.
+    """What one run trains: the backbone, the variant ("base" | "control" | "micn"), the seed and its settings.
 
-    `micn` holds MICN's settings; it is used only when `variant` is "micn" (`micn_config`)."""
+    `micn` holds MICN's settings; a "micn" run uses all of them, a "control" run its width
+    `d_aux` and `phi`, a "base" run none (`micn_config`)."""
 
     backbone: str
     variant: str
@@ -124,14 +258,19 @@ class RunConfig:
             raise MicnError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(sorted(BACKBONES))}.")
         if self.variant not in VARIANTS:
             raise MicnError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)} "
-                            "(micn adds the MICN auxiliary task).")
+                            "(micn adds the MICN auxiliary task; control the same width without it).")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise MicnError(f"seed must be an integer in [0, {SEED_MAX}] (a signed 64-bit seed), got {self.seed!r}.")
 
     @property
     def micn_config(self) -> MICNConfig | None:
-        """MICN's settings for a "micn" run, None for a "base" run."""
-        return self.micn if self.variant == "micn" else None
+        """MICN's settings for a "micn" or "control" run (recorded in its params), None for "base"."""
+        return None if self.variant == "base" else self.micn
+
+    @property
+    def has_micn(self) -> bool:
+        """Whether the run trains MICN's capsule network and L_micn (variant "micn" only)."""
+        return self.variant == "micn"
 
 
 @dataclass(frozen=True)
@@ -187,26 +326,31 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
 
-    item_categories = item_categories_of(splits["train"], fmap["n_items"]) if micn is not None else None
+    item_categories = item_categories_of(splits["train"], fmap["n_items"]) if run.has_micn else None
     # MICN's own generator (routing logits, sampled candidates): seeded by the run, not the process.
-    generator = torch.Generator(device=device).manual_seed(run.seed) if micn is not None else None
+    generator = torch.Generator(device=device).manual_seed(run.seed) if run.has_micn else None
     with _INIT_LOCK:
         torch.manual_seed(run.seed)
-        model = build_model(run.backbone, fmap, cfg, micn, item_categories, generator)
+        model = build_model(run.backbone, fmap, cfg, micn, item_categories, generator, variant=run.variant)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one fused kernel per step
     signature = _signature(run, fmap, grid)
     state, best_state = _resume(paths.checkpoint, model, optimizer, signature)
     loss_fn = nn.BCEWithLogitsLoss()
-    aux_weights = cfg.aux_weights(micn)
+    aux_weights = cfg.aux_weights(micn if run.has_micn else None)
+    grad_ratio = run.has_micn and _measures_grads(model)
+    retrieval = Retrieval.of(splits["train"], splits["valid"], fmap["n_items"], micn.retrieval_k) if run.has_micn else None
     started = datetime.now(timezone.utc)
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if state.bad_epochs > cfg.patience:  # early stopping (also when resuming a stopped run)
             break
         row = _train_epoch(model, optimizer, splits["train"], cfg, run.seed, epoch, device, loss_fn, aux_weights,
-                           progress)
+                           progress, grad_ratio)
         row.update({f"valid_{k}": v for k, v in evaluate_split(model, splits["valid"], cfg.eval_batch_size, device).items()})
+        if retrieval is not None:
+            row.update({f"valid_{k}": v for k, v in retrieval.measure(model, splits["valid"], cfg.eval_batch_size,
+                                                                        device).items()})
         state.history.append(row)
         if row["valid_auc"] > state.best_auc:
             state.best_auc, state.best_epoch, state.bad_epochs = row["valid_auc"], epoch, 0
@@ -223,6 +367,10 @@ def train(
     metrics = ctr_metrics(test.user_ids, test.label.numpy(), predict(model, test, cfg.eval_batch_size, device))
     metrics["oracle_auc"] = oracle_auc(test, fmap, paths.samples_dir)
     metrics["valid_auc"] = state.best_auc
+    metrics["history_only_auc"] = _history_only_auc(test, fmap, paths.samples_dir)
+    for key, column in (("micn_recall", "valid_micn_recall"), ("popularity_recall", "valid_popularity_recall"),
+                        ("dien_aux", "valid_dien_aux"), ("grad_ratio", "train_grad_ratio")):
+        metrics[key] = _at_best(state.history, state.best_epoch, column)
     record = _record(run, fmap, grid, state, metrics, str(device), started)
     _save_tensors(paths.model, {"model": best_state, "backbone": run.backbone, "variant": run.variant,
                                 "config": dataclasses.asdict(cfg), "micn": None if micn is None else dataclasses.asdict(micn),
@@ -252,8 +400,8 @@ def _record(run: RunConfig, fmap: dict, grid: GridInfo | None, state: TrainingSt
         traceback=None,
         attempts=grid.attempt if grid else 1,
         signature=grid.signature if grid else None,
-        params={"train": dataclasses.asdict(run.train), "micn": None if micn is None else dataclasses.asdict(micn),
-                "max_len": fmap["max_len"], "samples_seed": fmap.get("seed")},
+        params={"train": plain_config(run.train), "micn": plain_config(micn), "max_len": fmap["max_len"],
+                "samples_seed": fmap.get("seed")},
         metrics=metrics,
         epochs=len(history),
         best_epoch=state.best_epoch,
@@ -269,7 +417,7 @@ def _record(run: RunConfig, fmap: dict, grid: GridInfo | None, state: TrainingSt
 def _signature(run: RunConfig, fmap: dict, grid: GridInfo | None) -> str:
     """Hash of everything a checkpoint must share with this run to be resumed by it."""
     micn = run.micn_config
-    inputs = {"backbone": run.backbone, "seed": run.seed, "config": dataclasses.asdict(run.train),
+    inputs = {"backbone": run.backbone, "variant": run.variant, "seed": run.seed, "config": dataclasses.asdict(run.train),
               "micn": None if micn is None else dataclasses.asdict(micn),
               "samples": {k: fmap.get(k) for k in ("dataset", "protocol", "seed", "max_len", "n_users", "n_items",
                                                    "n_categories", "counts")},
@@ -285,8 +433,12 @@ def _make_dir(path: Path) -> None:
 
 
 def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int, epoch: int, device, loss_fn,
-                 aux_weights: dict[str, float], progress: bool) -> dict:
+                 aux_weights: dict[str, float], progress: bool, grad_ratio: bool = False) -> dict:
+    """One pass over `data`; the row of the history (train_* means over the epoch's steps). With
+    `grad_ratio`, also the mean over steps of ‖∇_main e_aux‖ / ‖∇_micn e_aux‖ (`train_grad_ratio`),
+    read from the model's gradient hooks after each backward: it reads gradients, never changes them."""
     model.train()
+    ratios: list[float] = []
     # The order of epoch e, resumable. Modulo 2^64 (torch's seed range) changes nothing for seeds
     # below ~1.8e13 and keeps the largest seeds (up to SEED_MAX) valid.
     generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
@@ -306,6 +458,10 @@ def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int,
             sums[name] = sums.get(name, 0.0) + aux.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_ratio:
+            norms = model.grad_norms()  # (main, micn) of this backward, or None
+            if norms is not None and norms[1] > 0:
+                ratios.append(norms[0] / norms[1])
         optimizer.step()
         sums["loss"] += loss.item()
         n_batches += 1
@@ -316,6 +472,8 @@ def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int,
     row = {"epoch": epoch, "samples": len(data), "seconds": round(seconds, 3),
            "samples_per_s": round(len(data) / max(seconds, 1e-9), 1)}
     row.update({f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()})
+    if grad_ratio:
+        row["train_grad_ratio"] = sum(ratios) / len(ratios) if ratios else None
     return row
 
 

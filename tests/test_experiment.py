@@ -32,7 +32,10 @@ def test_repository_params_plan_table2_over_every_backbone_variant_and_seed():
     assert exp.enabled_datasets == ["synthetic"]
     assert len(runs) == len(t2.backbones) * len(t2.variants) * len(exp.grid.seeds)
     assert {r.run_id for r in runs} >= {f"synthetic/din-micn-phi{exp.micn.phi:g}-len20-seed{s}" for s in exp.grid.seeds}
+    assert t2.variants == ("base", "control", "micn")  # the width-matched control is in the default experiment
     assert all(r.phi is None for r in runs if r.variant == "base")
+    assert all(r.phi == exp.micn.phi for r in runs if r.variant != "base")  # control carries φ like micn
+    assert {r.run_id for r in runs} >= {f"synthetic/dien-control-phi{exp.micn.phi:g}-len20-seed{s}" for s in exp.grid.seeds}
     assert all(r.experiments == ("table2",) for r in runs)
     assert exp.samples_needed() == [("synthetic", 20)]
 
@@ -48,19 +51,40 @@ def test_tables_3_and_4_add_their_runs_once_and_remember_who_asked(tmp_path):
     assert len(ids) == len(set(ids))
     phis = experiments["table3"]["phis"]
     lens = experiments["table4"]["max_lens"]
-    # table2: 3 backbones x 2 variants; table3: DIEN base + one MICN run per φ; table4: DIEN ± MICN per length
-    expected = {(b, v, 20, None if v == "base" else 0.3) for b in ("wide_deep", "din", "dien") for v in ("base", "micn")}
-    expected |= {("dien", "base", 20, None)} | {("dien", "micn", 20, p) for p in phis}
-    expected |= {("dien", v, n, None if v == "base" else 0.3) for n in lens for v in ("base", "micn")}
+    # table2: 3 backbones x 3 variants; table3: DIEN base, one control (control_phis [0.3]) and one
+    # MICN run per φ; table4: DIEN base/control/micn per length
+    variants = ("base", "control", "micn")
+    expected = {(b, v, 20, None if v == "base" else 0.3) for b in ("wide_deep", "din", "dien") for v in variants}
+    expected |= {("dien", "base", 20, None), ("dien", "control", 20, 0.3)} | {("dien", "micn", 20, p) for p in phis}
+    expected |= {("dien", v, n, None if v == "base" else 0.3) for n in lens for v in variants}
     assert {(r.backbone, r.variant, r.max_len, r.phi) for r in runs} == expected
     assert len(runs) == 2 * len(expected)
-    shared = next(r for r in runs if r.run_id == "synthetic/dien-micn-phi0.3-len20-seed1")
-    assert shared.experiments == ("table2", "table3", "table4")
+    assert len(expected) == 9 + len(phis) - 1 + 2 * 3  # shared runs counted once: 22 at the repository's sweeps
+    for shared_id in ("synthetic/dien-micn-phi0.3-len20-seed1", "synthetic/dien-control-phi0.3-len20-seed1",
+                      "synthetic/dien-base-len20-seed1"):
+        assert next(r for r in runs if r.run_id == shared_id).experiments == ("table2", "table3", "table4")
+    assert next(r for r in runs if r.run_id == "synthetic/dien-control-phi0.3-len50-seed2").experiments == ("table4",)
+    assert not any(r.variant == "control" and r.phi != 0.3 for r in runs)
     assert next(r for r in runs if r.run_id == "synthetic/dien-micn-phi0.7-len20-seed2").experiments == ("table3",)
     assert exp.samples_needed() == [("synthetic", n) for n in sorted(set(lens) | {20})]
 
 
+def test_control_runs_follow_phis_unless_control_phis_is_given(tmp_path):
+    sweep = {"enabled": True, "backbones": ["din"], "variants": ["base", "control", "micn"], "phis": [0.2, 0.6]}
+    exp = load_experiment(write_params(tmp_path, experiments={"table3": sweep}, grid={"seeds": [5]}))
+    assert [r.run_id for r in plan_runs(exp)] == [
+        "synthetic/din-base-len20-seed5", "synthetic/din-control-phi0.2-len20-seed5",
+        "synthetic/din-control-phi0.6-len20-seed5", "synthetic/din-micn-phi0.2-len20-seed5",
+        "synthetic/din-micn-phi0.6-len20-seed5"]
+    exp = load_experiment(write_params(tmp_path, experiments={"table3": {**sweep, "control_phis": [0.3]}},
+                                       grid={"seeds": [5]}))
+    assert [(r.variant, r.phi) for r in plan_runs(exp)] == [("base", None), ("control", 0.3), ("micn", 0.2),
+                                                            ("micn", 0.6)]
+
+
 @pytest.mark.parametrize("section, value, needle", [
+    ("experiments", {"table2": {"enabled": True, "variants": ["ctrl"]}}, "experiments.table2.variants[0]: input should be 'base', 'control' or 'micn' (got 'ctrl')"),
+    ("experiments", {"table3": {"enabled": True, "control_phis": [-0.1]}}, "experiments.table3.control_phis[0]: input should be greater than or equal to 0"),
     ("experiments", {"table2": {"enabled": True, "backbones": ["lstm"]}}, "experiments.table2.backbones[0]: input should be 'wide_deep', 'din' or 'dien' (got 'lstm')"),
     ("experiments", {"table3": {"enabled": True, "phis": [1.5]}}, "experiments.table3.phis[0]: input should be less than or equal to 1"),
     ("experiments", {"table2": {"enabled": False}}, "experiments: none is enabled"),
@@ -140,8 +164,10 @@ def test_micn_config_of_a_run_is_the_section_with_its_phi():
     runs = plan_runs(exp)
     base = next(r for r in runs if r.variant == "base")
     micn = next(r for r in runs if r.variant == "micn")
+    control = next(r for r in runs if r.variant == "control")
     assert micn_config(exp, base) is None  # the variant, not a flag, says whether MICN is used
     assert micn_config(exp, micn) == exp.micn.__class__(**{**exp.micn.__dict__, "phi": micn.phi})
+    assert micn_config(exp, control) == micn_config(exp, micn)  # control: MICN's width and φ, without L_micn
 
 
 def test_section_types_are_importable_from_their_old_places():

@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from micn.config import DatasetSpec, ExperimentSpec, GridConfig, MICNConfig, TrainConfig
+from micn.config import VARIANTS, DatasetSpec, ExperimentSpec, GridConfig, MICNConfig, TrainConfig
 from micn.experiment import Experiment, RunSpec, plan_runs, samples_dir
 from micn.errors import MicnError
-from micn.grid import failure_record, prune, run_one, samples_hash, wait_for_api, wait_for_dask, wait_for_ray, write_failure
+from micn.grid import (failure_record, prune, run_one, samples_hash, signature, wait_for_api, wait_for_dask, wait_for_ray,
+                       write_failure)
 from micn.record import read_record, record_json, write_record
 
 
@@ -77,6 +78,21 @@ def test_run_writes_its_files_and_an_unchanged_run_is_reused(root):
     retrained = run_one(spec, changed, root)
     assert not retrained.reused and retrained.record.signature != first.signature
     assert retrained.record.params["train"]["lr"] == 5e-3
+
+
+def test_control_run_is_its_own_run_and_is_reused(root):
+    exp = tiny_experiment(epochs=1)
+    planned = plan_runs(exp)
+    control = next(s for s in planned if s.variant == "control" and s.backbone == "din")
+    micn = next(s for s in planned if s.variant == "micn" and s.key[:3] == control.key[:3] and s.seed == control.seed)
+    assert control.phi == micn.phi == exp.micn.phi and control.run_id == "tiny/din-control-phi0.3-len10-seed1"
+    digest = samples_hash(control.samples_dir(root))
+    assert signature(control, exp, digest) != signature(micn, exp, digest)
+    first = run_one(control, exp, root, digest)
+    assert not first.reused and (first.record.variant, first.record.phi, first.record.status) == ("control", 0.3, "ok")
+    assert first.record.params["micn"]["d_aux"] == exp.micn.d_aux and first.record.metrics["micn_recall"] is None
+    assert run_one(control, exp, root, digest).reused
+    assert prune(root, [control]).removed == []  # the grid recognises its own control files
 
 
 def test_runs_in_parallel_threads_equal_runs_one_after_another(root, tmp_path_factory):
@@ -143,6 +159,10 @@ def test_run_id_names_every_axis():
     spec = RunSpec("books", "dien", "micn", 50, 0.7, 4)
     assert spec.run_id == "books/dien-micn-phi0.7-len50-seed4"
     assert RunSpec("books", "din", "base", 20, None, 1).run_id == "books/din-base-len20-seed1"
+    assert RunSpec("books", "din", "control", 20, 0.3, 2).run_id == "books/din-control-phi0.3-len20-seed2"
+    from micn.grid import RUN_NAME
+
+    assert all(RUN_NAME.fullmatch(f"din-{v}{'' if v == 'base' else '-phi0.3'}-len20-seed1") for v in VARIANTS)
 
 
 def test_grid_leaves_user_files_alone(tmp_path):

@@ -21,12 +21,20 @@ from micn.errors import MicnError
 from micn.interests import Vocab, capsule_purity, cluster_purity, format_interests, item_topics, load_model, user_interests
 from micn.models import BACKBONES
 from micn.models.micn_aux import MICNAux, MICNConfig
-from micn.models.with_micn import AUX_NAME, JointItemEmbedding, WithMICN, build_with_micn, item_categories_of
+from micn.models.with_micn import (
+    AUX_NAME,
+    JointItemEmbedding,
+    WithMICN,
+    build_control,
+    build_with_micn,
+    item_categories_of,
+)
 from micn.nn import capsule
 from micn.nn.capsule import (
     B2IRouting,
     adaptive_interest_count,
     candidate_log_prob,
+    interest_count_cap,
     label_aware_attention,
     sample_candidates,
     sampled_softmax_loss,
@@ -770,3 +778,270 @@ def test_rng_state_round_trip_repeats_micns_random_draws() -> None:
     assert unseeded.rng_state() is None
     with pytest.raises(ValueError, match="no generator given at construction"):
         unseeded.set_rng_state(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 11: the width-matched control, today's form kept exactly, the paper's tower, evidence APIs
+
+PREVIOUS_RELEASE = "78c8957"  # the commit whose MICN every earlier run trained (issues 10 and 13)
+
+# Builds every backbone with MICN (default config, the trainer's own-generator set-up), runs three
+# Adam steps and one evaluation and saves every number: run once against the previous release's
+# code and once against this tree, the two files must be equal to the last bit.
+OUTPUTS_SCRIPT = """
+import sys, torch
+from torch.nn import functional as F
+from micn.config import MICNConfig
+from micn.data.batch import random_batch
+from micn.models.with_micn import build_with_micn
+torch.set_num_threads(1)
+out = {}
+for name in ("wide_deep", "din", "dien"):
+    torch.manual_seed(3)
+    model = build_with_micn(name, 80, 500, 30, 18, 18, MICNConfig(n_neg=40),
+                            generator=torch.Generator().manual_seed(11))
+    batch = random_batch(64, 12, 80, 500, 30, torch.Generator().manual_seed(5), alternating_labels=True)
+    out[name + "/keys"] = list(model.state_dict())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(3):
+        res = model(batch)
+        loss = F.binary_cross_entropy_with_logits(res.logits, batch.label) + sum(res.aux_losses.values())
+        out[f"{name}/{step}/logits"] = res.logits.detach().clone()
+        for k, v in res.aux_losses.items():
+            out[f"{name}/{step}/{k}"] = v.detach().clone()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        out[name + "/eval"] = model(batch).logits
+    out[name + "/rng"] = model.rng_state()
+torch.save(out, sys.argv[1])
+"""
+
+
+def _outputs_of(code_root: Path, tmp_path: Path, tag: str) -> dict:
+    script, result = tmp_path / "outputs.py", tmp_path / f"{tag}.pt"
+    script.write_text(OUTPUTS_SCRIPT)
+    env = {"PYTHONPATH": str(code_root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(result)], check=True, cwd=code_root, env=env, timeout=300)
+    return torch.load(result, weights_only=True)
+
+
+def test_defaults_reproduce_the_previous_release_exactly(tmp_path: Path) -> None:
+    """The default MICNConfig (no profile, no layers) is today's form: the previous release's code
+    and this tree give the same module tree, logits, L_micn, DIEN aux loss and generator state,
+    step by step, bit for bit (so the earlier 18 runs keep their numbers)."""
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS_RELEASE, "micn"], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"no git history with {PREVIOUS_RELEASE} here: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    before, now = _outputs_of(old, tmp_path, "old"), _outputs_of(REPO, tmp_path, "new")
+    assert before.keys() == now.keys()
+    for key in before:
+        if key.endswith("/keys"):
+            assert before[key] == now[key], key
+        else:
+            assert torch.equal(before[key], now[key]), key
+
+
+def build_control_of(name: str, seed: int = 0, **micn_kwargs) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_control(name, N_USERS, N_ITEMS, N_CATEGORIES, 18, 18, MICNConfig(**micn_kwargs))
+
+
+def _micn_name(control_name: str) -> str:
+    """The MICN model's name of a control parameter: e_ctrl is MICN's e_aux, the rest is the backbone."""
+    if control_name.startswith("item_embedding.e_ctrl."):
+        return "micn.embedding." + control_name.removeprefix("item_embedding.e_ctrl.")
+    return "backbone." + control_name
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("tower", [{}, {"user_profile": True, "post_layers": (16,)}])
+def test_control_is_the_micn_model_without_the_auxiliary_task(name: str, tower: dict) -> None:
+    """Same joined width; at the same seed the same parameters (e_orig, e_ctrl = e_aux, the whole
+    backbone) with the same values; the same logits; no L_micn; and e_ctrl's gradient is exactly
+    the φ-scaled main-loss gradient MICN's e_aux gets, with nothing from L_micn."""
+    phi = 0.3
+    control, micn = build_control_of(name, phi=phi, **tower), build(name, phi=phi, **tower)
+    assert control.item_embedding.out_dim == 18 + 18 + MICNConfig().d_aux == 72
+    assert control.item_embedding.out_dim == micn.backbone.item_embedding.out_dim
+    micn_params = dict(micn.named_parameters())
+    control_params = dict(control.named_parameters())
+    assert {_micn_name(n) for n in control_params} == {n for n in micn_params if not n.startswith("micn.")
+                                                       or n.startswith("micn.embedding.")}
+    for n, p in control_params.items():
+        assert torch.equal(p, micn_params[_micn_name(n)]), n
+    assert not any("routing" in n or "tower" in n or "profile" in n for n in control_params)
+
+    batch = make_batch(32, 10, seed=6)
+    out_c, out_m = control(batch), micn(batch)
+    assert AUX_NAME not in out_c.aux_losses and set(out_c.aux_losses) == set(out_m.aux_losses) - {AUX_NAME}
+    torch.testing.assert_close(out_c.logits, out_m.logits, rtol=0, atol=0)
+    main_loss(out_c, batch.label).backward()
+    main_loss(out_m, batch.label).backward(retain_graph=True)  # e_aux from the main loss only
+    main_grads = aux_table_grads(micn).clone()
+    ctrl = control.item_embedding.e_ctrl
+    ctrl_grads = torch.cat([ctrl.item.weight.grad.flatten(), ctrl.category.weight.grad.flatten()])
+    assert ctrl_grads.abs().sum() > 0
+    torch.testing.assert_close(ctrl_grads, main_grads, rtol=1e-6, atol=1e-9)
+    out_m.aux_losses[AUX_NAME].backward()  # MICN's e_aux then also gets L_micn's share; e_ctrl cannot
+    assert not torch.allclose(aux_table_grads(micn), main_grads)
+
+
+def test_control_scales_the_main_gradient_by_phi() -> None:
+    """e_ctrl's gradient is φ times the gradient of the same model with φ = 1."""
+    batch = make_batch(32, 10, seed=7)
+    grads = {}
+    for phi in (1.0, 0.3):
+        control = build_control_of("din", phi=phi)
+        main_loss(control(batch), batch.label).backward()
+        grads[phi] = control.item_embedding.e_ctrl.item.weight.grad
+    torch.testing.assert_close(grads[0.3], 0.3 * grads[1.0], rtol=1e-5, atol=1e-10)
+
+
+def test_k_follows_floor_log2_of_the_history_length_up_to_k_max() -> None:
+    n = torch.arange(0, 300)
+    paper = torch.tensor([max(1, math.floor(math.log2(v))) if v >= 1 else 1 for v in n.tolist()])
+    assert torch.equal(adaptive_interest_count(n, 16), paper)  # no cap in reach: the paper's formula
+    assert torch.equal(adaptive_interest_count(n, 4), paper.clamp(max=4))
+    # the default cap 4 cuts the formula at the paper's Table 4 length 50 (⌊log2 50⌋ = 5) ...
+    assert adaptive_interest_count(torch.tensor([31, 32, 50]), 4).tolist() == [4, 4, 4]
+    assert math.floor(math.log2(50)) == 5
+    # ... and k_max = interest_count_cap(max_len) never cuts it up to max_len
+    assert [interest_count_cap(L) for L in (1, 10, 20, 50, 100)] == [1, 3, 4, 5, 6]
+    for L in (10, 20, 50, 100):
+        upto = torch.arange(0, L + 1)
+        assert torch.equal(adaptive_interest_count(upto, interest_count_cap(L)), paper[: L + 1])
+        assert adaptive_interest_count(upto, interest_count_cap(L) - 1).max() < paper[: L + 1].max()
+
+
+TOWER = {"user_profile": True, "post_layers": (32, 24)}
+
+
+def test_paper_tower_shapes_masking_and_profile() -> None:
+    model = build("din", **TOWER)
+    micn = model.micn
+    assert [type(m).__name__ for m in micn.tower] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert (micn.tower[0].in_features, micn.tower[-1].out_features) == (36 + 18, 36)
+    assert micn.profile.weight.shape == (N_USERS, 18)
+    lengths = torch.tensor([0, 1, 2, 3, 4, 7, 8, 15, 16, 10, 5, 9])
+    batch = make_batch(12, 16, seed=2, lengths=lengths)
+    vectors, active = model.user_capsules(batch)
+    assert vectors.shape == (12, 4, 36) and active.shape == (12, 4)
+    assert torch.equal(active.sum(1), adaptive_interest_count(lengths, 4))
+    assert torch.all(vectors[~active] == 0) and torch.all(vectors[active].norm(dim=-1) > 0)
+    # the tower is not bounded by squash: a user vector may be longer than 1
+    scaled = build("din", **TOWER)
+    with torch.no_grad():
+        scaled.micn.tower[-1].weight.mul_(100)
+    assert scaled.user_capsules(batch)[0].norm(dim=-1).max() > 1
+    # the profile is the user's row: another user, other vectors; same user, same vectors
+    other = dataclasses.replace(batch, user=(batch.user + 1) % (N_USERS - 2) + 2)
+    assert not torch.allclose(model.user_capsules(other)[0][active], vectors[active])
+    torch.testing.assert_close(model.user_capsules(batch)[0], vectors, rtol=0, atol=0)
+    # without the profile, the user id plays no part
+    layers_only = build("din", post_layers=(32,))
+    assert layers_only.micn.profile is None
+    torch.testing.assert_close(layers_only.user_capsules(other)[0], layers_only.user_capsules(batch)[0], rtol=0, atol=0)
+
+
+def test_paper_tower_changes_the_micn_loss_and_learns() -> None:
+    """Same seed, same draws: the tower changes L_micn, and L_micn's gradient reaches the profile
+    rows of the positive users and every tower layer."""
+    batch = make_batch(32, 10, seed=4)
+    losses = {}
+    for key, kwargs in {"today": {}, "paper": TOWER}.items():
+        torch.manual_seed(0)
+        model = build_with_micn("din", N_USERS, N_ITEMS, N_CATEGORIES, 18, 18, MICNConfig(**kwargs),
+                                generator=torch.Generator().manual_seed(1))
+        losses[key] = model(batch).aux_losses[AUX_NAME]
+        losses[key].backward()
+    assert not torch.allclose(losses["today"], losses["paper"])
+    micn = model.micn
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in micn.tower.parameters())
+    rows = (batch.label > 0.5) & (batch.hist_len > 0)
+    used = torch.zeros(N_USERS, dtype=torch.bool)
+    used[batch.user[rows]] = True
+    assert torch.all(micn.profile.weight.grad[used].abs().sum(1) > 0)
+    assert torch.all(micn.profile.weight.grad[~used] == 0)
+
+
+def test_tower_applies_only_when_asked_and_keeps_todays_module_tree() -> None:
+    today = build("din")
+    assert today.micn.tower is None and today.micn.profile is None
+    assert not any("tower" in k or "profile" in k for k in today.state_dict())
+    batch = make_batch(16, 10, seed=3)
+    routing = today.micn.interests(batch, torch.Generator().manual_seed(2))
+    vectors, active = today.user_capsules(batch, torch.Generator().manual_seed(2))
+    assert torch.equal(vectors, routing.capsules) and torch.equal(active, routing.active)  # the capsules themselves
+
+
+def test_user_capsules_never_touch_the_training_generator() -> None:
+    train_gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(0)
+    model = build_with_micn("din", N_USERS, N_ITEMS, N_CATEGORIES, 18, 18, MICNConfig(**TOWER), generator=train_gen)
+    batch = make_batch(32, 10, seed=4)
+    state, global_state = model.rng_state().clone(), torch.get_rng_state()
+    first = model.user_capsules(batch, torch.Generator().manual_seed(9))
+    default = model.user_capsules(batch)  # a fresh seed-0 generator
+    assert torch.equal(model.rng_state(), state) and torch.equal(torch.get_rng_state(), global_state)
+    again = model.user_capsules(batch, torch.Generator().manual_seed(9))
+    assert torch.equal(first[0], again[0]) and torch.equal(default[0], model.user_capsules(batch)[0])
+    assert not first[0].requires_grad
+    with pytest.raises(ValueError, match="not MICN's training generator"):
+        model.user_capsules(batch, train_gen)
+    # so a training step after an evaluation draws exactly what it would have drawn without it
+    model.train()
+    loss_after_eval = model.micn.loss(batch)
+    model.set_rng_state(state)
+    assert torch.equal(model.micn.loss(batch), loss_after_eval)
+
+
+def test_item_table_is_e_aux_of_every_item_with_its_category() -> None:
+    categories = torch.randint(2, N_CATEGORIES, (N_ITEMS,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = build_with_micn("din", N_USERS, N_ITEMS, N_CATEGORIES, 18, 18, MICNConfig(), item_categories=categories)
+    table = model.item_table()
+    assert table.shape == (N_ITEMS, 36) and not table.requires_grad
+    emb = model.micn.embedding
+    expected = torch.cat([emb.item.weight, emb.category.weight[categories]], dim=1)  # item half ⊕ its category's half
+    torch.testing.assert_close(table[1:], expected[1:], rtol=0, atol=0)
+    assert torch.all(table[0, :18] == 0)  # padding item
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_grad_norms_are_the_two_gradients_reaching_e_aux(name: str) -> None:
+    """grad_norms() after one backward of L_main + λ·L_micn equals the norms of the e_aux table
+    gradients of L_main alone and of λ·L_micn alone (same draws), padding row excluded."""
+    lam, phi = 0.7, 0.3
+    model = build(name, phi=phi)
+    batch = make_batch(32, 10, seed=4)
+
+    def table_grad_of(which: str) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(123)
+        out = model(batch)
+        loss = {"main": main_loss(out, batch.label), "micn": lam * out.aux_losses[AUX_NAME],
+                "total": main_loss(out, batch.label) + lam * out.aux_losses[AUX_NAME]}[which]
+        loss.backward()
+        emb = model.micn.embedding
+        return torch.cat([emb.item.weight.grad[1:].flatten(), emb.category.weight.grad[1:].flatten()])
+
+    table_grad_of("total")
+    assert model.grad_norms() is None  # off by default: nothing measured
+    g_main, g_micn = table_grad_of("main"), table_grad_of("micn")
+    model.measure_grad_norms(True)
+    total = table_grad_of("total")
+    main, micn = model.grad_norms()
+    measured = torch.tensor([main, micn], dtype=torch.float64)
+    torch.testing.assert_close(measured, torch.stack([g_main.norm(), g_micn.norm()]).double(), rtol=1e-5, atol=1e-12)
+    torch.testing.assert_close(total, g_main + g_micn, rtol=1e-5, atol=1e-9)
+    model(batch)  # a new training forward forgets the last step's measurement
+    assert model.grad_norms() is None
+    model.measure_grad_norms(False)
+    table_grad_of("total")
+    assert model.grad_norms() is None

@@ -74,10 +74,15 @@ def test_duplicate_run_id_across_files_is_an_error_naming_both_files(tmp_path):
 
 
 @pytest.mark.parametrize(("metrics", "message"), [
-    ({"auc": 7.5}, r"metrics\.auc = 7\.5 is invalid: an AUC lies in \[0, 1\]"),
+    ({"auc": 7.5}, r"metrics\.auc = 7\.5 is invalid: an AUC or a recall lies in \[0, 1\]"),
     ({"gauc": -0.1}, r"metrics\.gauc = -0\.1 is invalid"),
-    ({"logloss": -1.0}, r"metrics\.logloss = -1\.0 is invalid: a logloss is >= 0"),
+    ({"logloss": -1.0}, r"metrics\.logloss = -1\.0 is invalid: a loss or a norm ratio is >= 0"),
     ({"oracle_auc": 1.5}, r"metrics\.oracle_auc = 1\.5 is invalid"),
+    ({"history_only_auc": 1.2}, r"metrics\.history_only_auc = 1\.2 is invalid: an AUC or a recall lies in \[0, 1\]"),
+    ({"micn_recall": -0.1}, r"metrics\.micn_recall = -0\.1 is invalid: an AUC or a recall lies"),
+    ({"grad_ratio": -2.0}, r"metrics\.grad_ratio = -2\.0 is invalid: a loss or a norm ratio is >= 0"),
+    ({"dien_aux": "1.39"}, r"metrics\.dien_aux = '1\.39' is invalid: expected a finite number"),
+    ({"recall": 0.5}, r"unknown metric 'recall'"),
     ({"auc": "0.9"}, r"metrics\.auc = '0\.9' is invalid: expected a finite number"),
 ])
 def test_metric_values_out_of_range_are_refused(tmp_path, metrics, message):
@@ -92,6 +97,18 @@ def test_non_finite_metrics_are_refused(tmp_path, constant):
     text = json.dumps(LEGACY, indent=2).replace('"gauc": 0.8885', f'"gauc": {constant}')
     with pytest.raises(MicnError, match=f"{constant} is not a number a run record may hold"):
         read_record(write(tmp_path / "nan.json", text))
+
+
+def test_control_runs_and_the_learning_evidence_are_valid_records(tmp_path):
+    """A control run carries φ like a micn run; the evidence metrics are optional (None or absent)."""
+    evidence = {"history_only_auc": 0.919, "micn_recall": 0.12, "popularity_recall": 0.08, "dien_aux": 1.2,
+                "grad_ratio": 3.5}
+    control = dict(LEGACY, variant="control", phi=0.3, run_id="synthetic/dien-control-phi0.3-len20-seed1",
+                   metrics={**LEGACY["metrics"], "history_only_auc": 0.919, "micn_recall": None,
+                            "popularity_recall": None, "dien_aux": 1.38, "grad_ratio": None})
+    assert read_record(write(tmp_path / "control.json", control)).variant == "control"
+    micn = dict(LEGACY, variant="micn", phi=0.3, metrics={**LEGACY["metrics"], **evidence})
+    assert read_record(write(tmp_path / "micn.json", micn)).metrics == {**LEGACY["metrics"], **evidence}
 
 
 def test_ok_record_without_metrics_is_refused(tmp_path):
@@ -117,7 +134,7 @@ def test_empty_or_unreadable_record_is_an_error_not_a_skip(tmp_path, text, messa
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("status", "done", "status = 'done' is invalid: expected one of ok, failed"),
-    ("variant", "control", "variant = 'control' is invalid: expected one of base, micn"),
+    ("variant", "ctrl", "variant = 'ctrl' is invalid: expected one of base, control, micn"),
     ("seed", True, "seed = True is invalid: expected an integer"),
     ("colour", "red", "unknown key\\(s\\) colour"),
 ])

@@ -16,13 +16,14 @@ from scipy import stats
 
 from micn.config import MICNConfig, TrainConfig
 from micn.errors import MicnError
-from micn.record import RunRecord, write_record
+from micn.record import METRIC_KEYS, RunRecord, write_record
 from micn.report import FIGURES, build_metrics_db, write_report
 
 RNG = np.random.default_rng(0)
 
 
-def record(dataset, backbone, variant, seed, auc, max_len=20, phi=None, experiments=("table2",), status="ok"):
+def record(dataset, backbone, variant, seed, auc, max_len=20, phi=None, experiments=("table2",), status="ok",
+           **evidence):
     name = f"{backbone}-{variant}{'' if phi is None else f'-phi{phi:g}'}-len{max_len}-seed{seed}"
     r = {"run_id": f"{dataset}/{name}", "dataset": dataset, "protocol": "dien", "backbone": backbone,
          "variant": variant, "seed": seed, "max_len": max_len, "phi": phi, "experiments": list(experiments),
@@ -30,7 +31,7 @@ def record(dataset, backbone, variant, seed, auc, max_len=20, phi=None, experime
          "params": {"train": {"lr": 1e-3, "batch_size": 256, "epochs": 5}, "micn": None, "max_len": max_len,
                     "samples_seed": 2022},
          "metrics": None if auc is None else {"auc": auc, "gauc": auc - 0.01, "logloss": 0.5, "oracle_auc": 0.94,
-                                              "valid_auc": auc},
+                                              "valid_auc": auc, **evidence},
          "epochs": 3, "best_epoch": 2, "train_seconds": 10.0, "samples_per_s": 5000.0, "device": "cpu",
          "git_revision": "abc", "started": "2026-11-27T10:00:00+00:00", "finished": "2026-11-27T10:01:00+00:00"}
     if status == "failed":
@@ -105,6 +106,118 @@ def test_views_match_a_reference_computation(metrics_dir, tmp_path):
         assert (low, high) == (pytest.approx(diffs.mean() - half), pytest.approx(diffs.mean() + half))
     assert sorted(t3, key=str) == sorted([("base", None, 3), ("micn", 0.3, 2), ("micn", 0.7, 3)], key=str)
     assert sorted(t4) == [("base", 10, 3), ("base", 20, 3), ("base", 50, 3), ("micn", 20, 2)]
+
+
+@pytest.fixture()
+def control_dir(tmp_path):
+    """DIN over 4 seeds as base, control (φ 0.3) and micn (φ 0.3) in tables 2 and 3, micn at φ 0.7 in
+    table 3 only (paired with the one control φ), with learning evidence; DIEN base/micn whose
+    auxiliary loss stays at 2 ln 2."""
+    d = tmp_path / "metrics"
+    rng = np.random.default_rng(1)
+    aucs = {}
+    for seed in (1, 2, 3, 4):
+        base = 0.85 + rng.normal(0, 0.01)
+        runs = {("base", None): base, ("control", 0.3): base + 0.004 + rng.normal(0, 0.002),
+                ("micn", 0.3): base + 0.006 + rng.normal(0, 0.002), ("micn", 0.7): base + 0.002 + rng.normal(0, 0.002)}
+        for (variant, phi), auc in runs.items():
+            aucs[(variant, phi, seed)] = auc
+            evidence = {"history_only_auc": 0.92}
+            if variant == "micn":  # seed 1's capsules retrieve no better than popularity
+                evidence |= {"micn_recall": 0.05 if seed == 1 else 0.2, "popularity_recall": 0.1, "grad_ratio": 2.0}
+            exps = ("table3",) if phi == 0.7 else ("table2", "table3")
+            write_run(d, record("synthetic", "din", variant, seed, auc, phi=phi, experiments=exps, **evidence))
+        for variant, phi in (("base", None), ("micn", 0.3)):
+            write_run(d, record("synthetic", "dien", variant, seed, base, phi=phi, dien_aux=1.3863,
+                                history_only_auc=0.92))
+    return d, aucs
+
+
+def _interval(diffs):
+    half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+    return pytest.approx(diffs.mean()), pytest.approx(diffs.mean() - half), pytest.approx(diffs.mean() + half)
+
+
+def test_both_paired_lifts_match_a_reference_computation(control_dir, tmp_path):
+    d, aucs = control_dir
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    seeds = np.arange(1, 5)
+    base = np.array([aucs[("base", None, s)] for s in seeds])
+    control = np.array([aucs[("control", 0.3, s)] for s in seeds])
+    micn = {phi: np.array([aucs[("micn", phi, s)] for s in seeds]) for phi in (0.3, 0.7)}
+    with duckdb.connect(str(db), read_only=True) as con:
+        t2 = {r["variant"]: r for r in con.sql("select * from paper_table2 where backbone = 'din'").pl().to_dicts()}
+        t3 = {(r["variant"], r["phi"]): r for r in con.sql("select * from paper_table3 where backbone = 'din'").pl().to_dicts()}
+
+    def lift(row, kind=""):
+        return row[f"lift{kind}_mean"], row[f"lift{kind}_ci_low"], row[f"lift{kind}_ci_high"]
+
+    assert lift(t2["base"]) == lift(t2["base"], "_control") == (None, None, None)  # base: no lift of either kind
+    assert (t2["control"]["n_pairs"], lift(t2["control"])) == (4, _interval(control - base))  # control − base
+    assert lift(t2["control"], "_control") == (None, None, None) and t2["control"]["control_phi"] is None
+    assert t2["control"]["history_only_auc"] == pytest.approx(0.92)
+    micn_row = t2["micn"]
+    assert (micn_row["n_pairs"], lift(micn_row)) == (4, _interval(micn[0.3] - base))  # micn − base
+    assert (micn_row["control_phi"], micn_row["n_pairs_control"], lift(micn_row, "_control")) == (
+        0.3, 4, _interval(micn[0.3] - control))  # micn − control
+    assert micn_row["micn_recall_mean"] == pytest.approx((0.05 + 0.2 * 3) / 4)
+    assert micn_row["popularity_recall_mean"] == pytest.approx(0.1) and micn_row["grad_ratio_mean"] == 2.0
+    # Table 3: one control φ for the sweep, so micn at φ 0.7 is paired with the control at φ 0.3
+    sweep = t3[("micn", 0.7)]
+    assert (sweep["n_pairs"], lift(sweep)) == (4, _interval(micn[0.7] - base))
+    assert (sweep["control_phi"], sweep["n_pairs_control"], lift(sweep, "_control")) == (
+        0.3, 4, _interval(micn[0.7] - control))
+    assert set(t3) == {("base", None), ("control", 0.3), ("micn", 0.3), ("micn", 0.7)}
+
+
+def test_control_pairs_its_own_phi_when_the_experiment_has_several(control_dir, tmp_path):
+    d, aucs = control_dir
+    for seed in (1, 2, 3, 4):  # a second control φ: micn at 0.7 now pairs with the control at 0.7
+        auc = aucs[("base", None, seed)] + 0.001 * seed
+        aucs[("control", 0.7, seed)] = auc
+        write_run(d, record("synthetic", "din", "control", seed, auc, phi=0.7, experiments=("table3",)))
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.sql("select phi, control_phi, lift_control_mean from paper_table3 where variant = 'micn' "
+                       "order by phi").fetchall()
+    diffs = {phi: np.mean([aucs[("micn", phi, s)] - aucs[("control", phi, s)] for s in (1, 2, 3, 4)])
+             for phi in (0.3, 0.7)}
+    assert rows == [(0.3, 0.3, pytest.approx(diffs[0.3])), (0.7, 0.7, pytest.approx(diffs[0.7]))]
+
+
+def test_report_shows_both_lifts_the_ceilings_and_says_when_an_aux_task_has_not_learned(control_dir, tmp_path):
+    d, _ = control_dir
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    md = write_report(db, tmp_path / "reports").markdown
+    top = md.split("## Table 2")[0]
+    assert "MICN's auxiliary task has not learned at the selected checkpoint in 2 of 8 MICN runs" in top
+    assert "synthetic DIN MICN φ 0.3 len 20: 1 run; synthetic DIN MICN φ 0.7 len 20: 1 run" in top
+    assert "DIEN's auxiliary loss has not learned at the selected checkpoint in 8 of 8 DIEN runs" in top
+    assert "| − base [95 % CI] | MICN − control [95 % CI] |" in md
+    table3 = md.split("## Table 3")[1].split("##")[0]
+    assert "(control φ 0.3)" in table3  # micn φ 0.7 against the sweep's one control
+    assert "## Ceilings" in md and "| synthetic | 20 | 0.9400 | 0.9200 |" in md
+    evidence = md.split("## Did the auxiliary tasks learn?")[1].split("## Figures")[0]
+    assert "(**not above**)" not in evidence.split("DIN | MICN | 0.7")[1].split("\n")[0]
+    assert "(**at chance**)" in evidence and "2 ln 2 = 1.3863" in evidence
+
+
+def test_no_warning_when_every_aux_task_learned(control_dir, tmp_path):
+    d, _ = control_dir
+    for path in (d / "runs" / "synthetic").glob("*.json"):
+        r = json.loads(path.read_text())
+        if r["metrics"].get("micn_recall") is not None:
+            r["metrics"]["micn_recall"] = 0.3
+        if r["metrics"].get("dien_aux") is not None:
+            r["metrics"]["dien_aux"] = 1.2
+        path.write_text(json.dumps(r))
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    md = write_report(db, tmp_path / "reports").markdown
+    assert "has not learned" not in md and "**not above**" not in md and "at chance**" not in md
 
 
 def test_report_marks_failures_and_draws_the_figures(metrics_dir, tmp_path):
@@ -278,11 +391,14 @@ PARAM_COLUMNS = {
     "samples_seed": ("samples_seed",), "lr": ("train", "lr"), "batch_size": ("train", "batch_size"),
     "max_epochs": ("train", "epochs"), "patience": ("train", "patience"), "d_item": ("train", "d_item"),
     "d_category": ("train", "d_category"), "dien_aux_weight": ("train", "dien_aux_weight"),
+    "dien_aux_activation": ("train", "dien_aux_activation"),
     "micn_d_aux": ("micn", "d_aux"), "micn_k_max": ("micn", "k_max"), "micn_iterations": ("micn", "iterations"),
     "micn_pow_p": ("micn", "pow_p"), "micn_n_neg": ("micn", "n_neg"), "micn_sampler": ("micn", "sampler"),
     "lambda_micn": ("micn", "lambda_micn"), "micn_routing_std": ("micn", "routing_std"),
+    "micn_user_profile": ("micn", "user_profile"), "micn_post_layers": ("micn", "post_layers"),
+    "micn_retrieval_k": ("micn", "retrieval_k"),
 }
-METRIC_COLUMNS = ("auc", "gauc", "logloss", "oracle_auc", "valid_auc")
+METRIC_COLUMNS = METRIC_KEYS
 NESTED = {"metrics": METRIC_COLUMNS, "params": ("params", *PARAM_COLUMNS)}
 
 
@@ -306,14 +422,18 @@ def expected_columns(r: RunRecord) -> dict:
 def agreement_records() -> list[RunRecord]:
     """An ok MICN run, an ok base run on real data (no oracle) and a failed run, every value distinct."""
     train = dataclasses.asdict(TrainConfig(lr=0.002, batch_size=128, epochs=7, patience=3, d_item=12, d_category=6,
-                                           dien_aux_weight=0.5))
+                                           dien_aux_weight=0.5, dien_aux_activation="prelu"))
     micn = dataclasses.asdict(MICNConfig(d_aux=20, k_max=3, iterations=2, pow_p=1.5, n_neg=40, sampler="uniform",
-                                         lambda_micn=0.25, phi=0.4, routing_std=0.5))
+                                         lambda_micn=0.25, phi=0.4, routing_std=0.5, user_profile=True,
+                                         post_layers=(64, 32), retrieval_k=20))
+    micn = json.loads(json.dumps(micn))  # as a record file holds it: post_layers a list
     ok = RunRecord(
         run_id="synthetic/dien-micn-phi0.4-len20-seed7", dataset="synthetic", protocol="dien", backbone="dien",
         variant="micn", seed=7, max_len=20, phi=0.4, experiments=["table2", "table3"], status="ok", error=None,
         traceback=None, attempts=2, signature="5f0c", params={"train": train, "micn": micn, "max_len": 20, "samples_seed": 11},
-        metrics={"auc": 0.81, "gauc": 0.79, "logloss": 0.47, "oracle_auc": 0.93, "valid_auc": 0.8}, epochs=5,
+        metrics={"auc": 0.81, "gauc": 0.79, "logloss": 0.47, "oracle_auc": 0.93, "valid_auc": 0.8,
+                 "history_only_auc": 0.91, "micn_recall": 0.12, "popularity_recall": 0.07, "dien_aux": 1.21,
+                 "grad_ratio": 2.5}, epochs=5,
         best_epoch=4, train_seconds=12.5, samples_per_s=3456.7, device="cpu", git_revision="deadbeef",
         started="2026-11-27T10:00:00+00:00", finished="2026-11-27T10:01:02+00:00")
     real = dataclasses.replace(ok, run_id="books/din-base-len10-seed3", dataset="books", protocol="din", backbone="din",

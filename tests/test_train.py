@@ -143,8 +143,8 @@ def test_same_seed_same_result_other_seed_differs(samples, tmp_path):
 def test_bad_arguments_are_rejected_up_front(samples, tmp_path):
     with pytest.raises(MicnError, match="unknown backbone 'dcn'"):
         fit(samples, "dcn", tmp_path / "r", seed=1)
-    with pytest.raises(MicnError, match="unknown variant 'control'"):
-        fit(samples, "din", tmp_path / "r", seed=1, variant="control")
+    with pytest.raises(MicnError, match="unknown variant 'ctrl'; choose one of base, control, micn"):
+        fit(samples, "din", tmp_path / "r", seed=1, variant="ctrl")
     with pytest.raises(MicnError, match=r"seed must be an integer in \[0, 9223372036854775807\]"):
         fit(samples, "din", tmp_path / "r", seed=2**64)
     with pytest.raises(MicnError, match="no such samples directory"):
@@ -261,7 +261,8 @@ def test_every_backbone_trains_with_micn_on_tiny(samples, tmp_path, backbone):
     assert all(np.isfinite(h["train_micn"]) and h["train_micn"] > 0 for h in history)
     # (that the MICN loss goes down on a fixed batch is tested in test_micn.py; on tiny's ~240
     # positives per epoch it is too noisy to assert here)
-    assert all(np.isfinite(v) for v in result.metrics.values())
+    assert all(np.isfinite(v) for v in result.metrics.values() if v is not None)
+    assert result.metrics["micn_recall"] is not None and result.metrics["grad_ratio"] is not None
     base = fit(samples, backbone, tmp_path / "base", seed=1, micn=micn)  # variant base ignores the MICN settings
     assert base.variant == "base" and base.params["micn"] is None and base.phi is None
     saved = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
@@ -323,3 +324,100 @@ def test_read_only_run_directory_is_one_paragraph(samples, tmp_path):
             fit(samples, "wide_deep", ro / "run", seed=1)
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+# --- the width-matched control and the learning evidence (issue 11 §2, §4) -------------------------
+
+
+def test_control_trains_the_joined_width_without_micn(samples, tmp_path):
+    """A control run: MICN's width and φ in its record, no capsule network, no L_micn, no MICN evidence."""
+    cfg = dataclasses.replace(FAST, epochs=2)
+    micn = MICNConfig(phi=0.3, n_neg=20, d_aux=12)
+    control = fit(samples, "din", tmp_path / "control", seed=2, cfg=cfg, variant="control", micn=micn)
+    assert (control.variant, control.phi, control.params["micn"]["d_aux"]) == ("control", 0.3, 12)
+    history = json.loads((tmp_path / "control" / "history.json").read_text())
+    assert all("train_micn" not in h and "valid_micn_recall" not in h and "train_grad_ratio" not in h for h in history)
+    assert control.metrics["micn_recall"] is None and control.metrics["grad_ratio"] is None
+    saved = torch.load(tmp_path / "control" / "model.pt", weights_only=True)
+    assert saved["variant"] == "control" and not any(k.startswith("micn.") for k in saved["model"])
+    fmap = load_feature_map(samples)
+    model = build_model("din", fmap, cfg, micn, variant="control")
+    with_micn = build_model("din", fmap, cfg, micn)
+    widths = {name: p.shape for name, p in model.named_parameters()}
+    assert widths == {name.removeprefix("backbone."): p.shape for name, p in with_micn.named_parameters()
+                      if name.startswith("backbone.") and ".micn." not in name} | {
+        name: p.shape for name, p in model.named_parameters() if ".e_ctrl." in name}
+    assert [p.shape for n, p in model.named_parameters() if ".e_ctrl." in n] == [
+        p.shape for n, p in with_micn.named_parameters() if n.startswith("micn.embedding.")]  # e_ctrl is e_aux's shape
+    with pytest.raises(MicnError, match="variant control needs the micn section"):
+        build_model("din", fmap, cfg, None, variant="control")
+
+
+def test_learning_evidence_is_recorded_per_evaluation_and_at_the_selected_epoch(samples, tmp_path):
+    cfg = dataclasses.replace(FAST, epochs=2)
+    result = fit(samples, "dien", tmp_path / "run", seed=3, cfg=cfg, variant="micn", micn=MICNConfig(n_neg=20, retrieval_k=7))
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    for row in history:
+        assert 0.0 <= row["valid_micn_recall"] <= 1.0 and 0.0 <= row["valid_popularity_recall"] <= 1.0
+        assert row["train_grad_ratio"] > 0 and row["valid_dien_aux"] > 0
+    best = next(h for h in history if h["epoch"] == result.best_epoch)
+    m = result.metrics
+    assert (m["micn_recall"], m["popularity_recall"], m["dien_aux"], m["grad_ratio"]) == (
+        best["valid_micn_recall"], best["valid_popularity_recall"], best["valid_dien_aux"], best["train_grad_ratio"])
+    assert m["history_only_auc"] is not None and 0.5 < m["history_only_auc"] <= 1.0
+    assert result.params["micn"]["retrieval_k"] == 7
+    base = fit(samples, "wide_deep", tmp_path / "base", seed=3, cfg=dataclasses.replace(FAST, epochs=1))
+    assert [base.metrics[k] for k in ("micn_recall", "popularity_recall", "dien_aux", "grad_ratio")] == [None] * 4
+
+
+def test_evaluation_evidence_never_changes_training(samples, tmp_path, monkeypatch):
+    """The evidence reads the model with its own generators: the run's numbers are identical to a
+    run without it, to the last digit (MICN's draws, the batch order and the weights untouched)."""
+    import micn.train
+
+    cfg = dataclasses.replace(FAST, epochs=2)
+    micn_cfg = MICNConfig(n_neg=20)
+    with_evidence = fit(samples, "dien", tmp_path / "with", seed=4, cfg=cfg, variant="micn", micn=micn_cfg)
+    monkeypatch.setattr(micn.train.Retrieval, "measure", lambda *args, **kwargs: {})
+    monkeypatch.setattr(micn.train, "_measures_grads", lambda model: False)
+    monkeypatch.setattr(micn.train, "_history_only_auc", lambda *args: None)
+    without = fit(samples, "dien", tmp_path / "without", seed=4, cfg=cfg, variant="micn", micn=micn_cfg)
+    keys = ("auc", "gauc", "logloss", "valid_auc", "oracle_auc")
+    assert [with_evidence.metrics[k] for k in keys] == [without.metrics[k] for k in keys]
+    assert (with_evidence.epochs, with_evidence.best_epoch) == (without.epochs, without.best_epoch)
+    assert without.metrics["micn_recall"] is None and with_evidence.metrics["micn_recall"] is not None
+    curves = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("with", "without")]
+    for a, b in zip(*curves):
+        assert {k: v for k, v in a.items() if k in b and k not in ("seconds", "samples_per_s")} == {
+            k: v for k, v in b.items() if k not in ("seconds", "samples_per_s")}
+
+
+def test_cli_accepts_every_variant():
+    import argparse
+
+    from flows.train import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--dataset", "d", "--samples", "s", "--backbone", "din", "--seed", "1", "--out", "o"]
+    assert parser.parse_args([*base, "--variant", "control"]).variant == "control"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--variant", "ctrl"])
+
+
+def test_dien_aux_activation_is_opt_in_for_every_variant(samples):
+    """train.dien_aux_activation reaches DIEN's aux net in base, control and micn models; the
+    default builds exactly the reference's sigmoid net (no parameters of its own activations)."""
+    from micn.config import from_mapping
+
+    fmap = load_feature_map(samples)
+    prelu = dataclasses.replace(FAST, dien_aux_activation="prelu")
+    for variant in ("base", "control", "micn"):
+        micn = None if variant == "base" else MICNConfig(n_neg=20)
+        default = {n for n, _ in build_model("dien", fmap, FAST, micn, variant=variant).named_parameters()}
+        learned = {n for n, _ in build_model("dien", fmap, prelu, micn, variant=variant).named_parameters()}
+        assert default <= learned  # the same modules, plus...
+        assert learned - default and all("aux_net" in n for n in learned - default)  # the PReLU slopes
+    assert build_model("din", fmap, prelu).__class__ is build_model("din", fmap, FAST).__class__  # DIEN only
+    with pytest.raises(MicnError, match=r"train\.dien_aux_activation: input should be 'sigmoid', 'prelu' or 'relu'"):
+        from_mapping(TrainConfig, {"dien_aux_activation": "tanh"}, "params.yaml: train")

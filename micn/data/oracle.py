@@ -61,8 +61,6 @@ class Oracle:
             )
         world = json.loads((gt / "world.json").read_text(encoding="utf-8"))
         users = pq.read_table(gt / "users.parquet")
-        items = pq.read_table(gt / "items.parquet")
-        cats = pq.read_table(gt / "categories.parquet")
 
         user_ids = np.asarray(users.column("user_id").to_pylist(), dtype=str)
         topics_col = users.column("topics").combine_chunks()
@@ -75,16 +73,9 @@ class Oracle:
         user_topics[mask] = topics_col.flatten().to_numpy()
         user_weights[mask] = weights_col.flatten().to_numpy()
 
-        item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=str)
-        item_category = np.asarray(items.column("category").to_pylist(), dtype=object)
-        p_cat_by_name = dict(
-            zip(cats.column("category").to_pylist(), cats.column("p_category_given_topic").to_pylist(), strict=True)
-        )
-        p_cat = np.array([p_cat_by_name[c] for c in item_category], dtype=np.float64)
-        item_base = p_cat * items.column("p_item_given_category").to_numpy()
-        for name, ids in (("users", user_ids), ("items", item_ids)):
-            if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-                raise ValueError(f"{gt / (name + '.parquet')}: ids must be unique and sorted ascending")
+        if len(user_ids) > 1 and not (user_ids[1:] > user_ids[:-1]).all():
+            raise ValueError(f"{gt / 'users.parquet'}: ids must be unique and sorted ascending")
+        item_ids, item_topic, item_category, item_base = read_items(gt)
         return cls(
             rho=float(world["rho"]),
             n_topics=int(world["n_topics"]),
@@ -92,8 +83,8 @@ class Oracle:
             user_topics=user_topics,
             user_weights=user_weights,
             item_ids=item_ids,
-            item_topic=items.column("topic").to_numpy().astype(np.int32),
-            item_category=item_category.astype(str),
+            item_topic=item_topic,
+            item_category=item_category,
             item_base=item_base,
         )
 
@@ -190,22 +181,47 @@ class Oracle:
         """
         cand = np.asarray(candidate_item_ids, dtype=str)
         p = self.score(user_ids, last_item_ids, cand)
-        if callable(negative_proba):
-            q = np.asarray(negative_proba(cand), dtype=np.float64)
-        else:
-            q_all = np.asarray(negative_proba, dtype=np.float64)
-            if q_all.shape != self.item_ids.shape:
-                raise ValueError(
-                    f"negative_proba has shape {q_all.shape}; an array must be aligned with oracle.item_ids, "
-                    f"shape {self.item_ids.shape}"
-                )
-            q = q_all[self.item_index(cand)]
-        if q.shape != p.shape:
-            raise ValueError(f"negative_proba returned shape {q.shape}; expected {p.shape} (one q per candidate)")
-        if (q < 0).any():
-            raise ValueError("negative_proba must be non-negative probabilities")
+        q = negative_q(negative_proba, cand, self.item_ids, p.shape)
         total = p + q
         return np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
+
+
+def read_items(gt: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(item_ids (I,) str sorted, item_topic (I,) int32, item_category (I,) str, item_base (I,) float64)
+    from `<gt>/items.parquet` and `<gt>/categories.parquet`: the world's public structure, shared by
+    the oracle and the history-only ceiling (`micn.data.ceiling`)."""
+    items = pq.read_table(gt / "items.parquet")
+    cats = pq.read_table(gt / "categories.parquet")
+    item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=str)
+    item_category = np.asarray(items.column("category").to_pylist(), dtype=object)
+    p_cat_by_name = dict(
+        zip(cats.column("category").to_pylist(), cats.column("p_category_given_topic").to_pylist(), strict=True)
+    )
+    p_cat = np.array([p_cat_by_name[c] for c in item_category], dtype=np.float64)
+    item_base = p_cat * items.column("p_item_given_category").to_numpy()
+    if len(item_ids) > 1 and not (item_ids[1:] > item_ids[:-1]).all():
+        raise ValueError(f"{gt / 'items.parquet'}: ids must be unique and sorted ascending")
+    return item_ids, items.column("topic").to_numpy().astype(np.int32), item_category.astype(str), item_base
+
+
+def negative_q(negative_proba: NegativeProba, cand: np.ndarray, item_ids: np.ndarray, shape: tuple) -> np.ndarray:
+    """(S,) q of each candidate: `negative_proba` is an (I,) array aligned with `item_ids` or a callable
+    on the candidate ids; checked for shape and sign."""
+    if callable(negative_proba):
+        q = np.asarray(negative_proba(cand), dtype=np.float64)
+    else:
+        q_all = np.asarray(negative_proba, dtype=np.float64)
+        if q_all.shape != item_ids.shape:
+            raise ValueError(
+                f"negative_proba has shape {q_all.shape}; an array must be aligned with oracle.item_ids, "
+                f"shape {item_ids.shape}"
+            )
+        q = q_all[_lookup(item_ids, cand, "item")]
+    if q.shape != shape:
+        raise ValueError(f"negative_proba returned shape {q.shape}; expected {shape} (one q per candidate)")
+    if (q < 0).any():
+        raise ValueError("negative_proba must be non-negative probabilities")
+    return q
 
 
 def _lookup(sorted_ids: np.ndarray, ids: Sequence[str] | np.ndarray, what: str) -> np.ndarray:

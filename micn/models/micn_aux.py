@@ -17,11 +17,40 @@ Paper configuration: λ = 1, φ = 0.3, K from log2 of the history length (K_max 
 MIND), r = 3 routing iterations, Adam with lr 1e-4, 5 repeats. λ is the trainer's weight of the
 "micn" auxiliary loss; φ lives here because it shapes the gradient, not the loss.
 
-    MICNConfig(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, routing_std)
-    MICNAux(cfg, n_items, n_categories, item_categories=None, generator=None)
+    MICNConfig(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, routing_std,
+               user_profile, post_layers, retrieval_k)
+    MICNAux(cfg, n_items, n_categories, item_categories=None, generator=None, n_users=None)
         .embed(items, categories) -> e_aux (..., d_aux)
-        .interests(batch, generator=None) -> Routing (capsules, active, weights)
+        .interests(batch, generator=None) -> Routing (user vectors, active, weights)
+        .user_capsules(batch, generator) -> (user vectors (B, K, d_aux), active (B, K))  evaluation
+        .item_table() -> e_aux of every item index (n_items, d_aux)                   evaluation
         .loss(batch) -> L_micn (scalar)
+        .measure_grads / .grad_norms() -> ‖gradient reaching the e_aux table‖ from the main loss
+                                          and from L_micn in the last backward (off by default)
+
+The user tower. Today's form (the default, kept as the ABLATION of the paper's tower, so that
+every earlier run keeps its numbers): the squashed capsules ARE the user's interest vectors. The
+paper's form (Fig. 1, following MIND §3.3), opt-in through two `MICNConfig` fields:
+- `user_profile: true` joins the user profile to every capsule, [capsule_k ⊕ profile]. Our data
+  has no profile features beside the user id (Amazon reviews carry none; the synthetic world
+  hides its users' weights), so the profile is a user-id embedding OWNED BY MICN (n_users ×
+  ⌈d_aux/2⌉, init N(0, 0.01²) like every table; the backbone keeps its own user embedding). What
+  it holds per protocol: under `din` the validation and test users are training users, so it
+  is their trained row; under `dien` users are split by user, every validation and test user is
+  out-of-vocabulary (index 1) and no training user is, so for them the profile is the OOV row,
+  which no training row updates: a constant at its initialisation, i.e. evaluation sees the
+  tower with a fixed, uninformative profile. Only MICN's own evidence (Recall@K of
+  `user_capsules`) reads the tower at evaluation; the CTR logits never do (they read e_aux only).
+- `post_layers: [h1, h2, ...]` applies MIND's ReLU layers to each capsule (joined or not):
+  Linear(in, h1) ReLU ... Linear(h_last, d_aux), the final Linear without activation so that the
+  user vector lives in e_aux's space and is not bounded: without it the squashed capsule has
+  norm < 1 and every MICN logit is below ‖e_aux‖ (about 0.06 at init), so L_micn learns slowly.
+  `user_profile` alone implies the projection Linear(d_aux + ⌈d_aux/2⌉, d_aux).
+  Inactive capsule slots are zeroed after the tower as before (the tower would map them to
+  f(0 ⊕ profile)), so K_u, the attention mask and the evidence are unchanged by it.
+The tower's modules are created AFTER everything today's form creates, and only when asked for,
+so with the defaults the module tree, the parameter creation order and the RNG draws are
+exactly today's (tests/test_micn.py::test_defaults_reproduce_the_previous_release_exactly).
 
 L_micn, per batch: rows with label 1 and a non-empty history (the paper computes MICN's loss on
 positive samples only; a user with no behavior has no interest to learn from); for each, the
@@ -45,6 +74,8 @@ Dimension glossary: B batch, T history length, D = d_aux, K = k_max, M = n_neg.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -59,15 +90,29 @@ from micn.nn.capsule import (
     sampled_softmax_loss,
     scale_grad,
 )
-from micn.nn.embedding import ItemEmbedding
+from micn.nn.embedding import ItemEmbedding, init_embedding_
+
+GRAD_PATHS = ("main", "micn")  # the two gradients reaching e_aux: backbone's losses, L_micn
+
+
+def capsule_tower(d_in: int, hidden: tuple[int, ...], d_out: int) -> nn.Sequential:
+    """MIND's ReLU layers on each capsule: Linear(d_in, h1) ReLU ... Linear(h_last, d_out);
+    one Linear(d_in, d_out) when `hidden` is empty. Applies to the last dimension, (..., d_in)."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(d_in, h), nn.ReLU()]
+        d_in = h
+    layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
 
 
 class MICNAux(nn.Module):
-    """The auxiliary capsule network: its e_aux table, B2I routing, label-aware attention, L_micn."""
+    """The auxiliary capsule network: its e_aux table, B2I routing, the user tower (capsules only,
+    or the paper's profile join and ReLU layers), label-aware attention, L_micn."""
 
     def __init__(
         self, cfg: MICNConfig, n_items: int, n_categories: int, item_categories: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, n_users: int | None = None,
     ) -> None:
         super().__init__()
         assert n_items >= 3, f"MICN samples candidates from ids 2 .. n_items − 1, so n_items >= 3; got {n_items}"
@@ -87,6 +132,22 @@ class MICNAux(nn.Module):
                 f"item_categories must be ({n_items},), one category per item index; got {tuple(item_categories.shape)}"
             )
             self.item_category.copy_(item_categories)
+        # The paper's tower, opt-in; created last so that today's form draws exactly what it drew.
+        self.profile: nn.Embedding | None = None
+        self.tower: nn.Sequential | None = None
+        d_tower = cfg.d_aux
+        if cfg.user_profile:
+            assert n_users is not None and n_users >= 2, (
+                f"user_profile needs n_users (padding 0 and OOV 1 included, so >= 2); got {n_users}")
+            self.profile = nn.Embedding(n_users, cfg.d_aux - cfg.d_aux // 2, padding_idx=0)
+            init_embedding_(self.profile, std=0.01)
+            d_tower += self.profile.embedding_dim
+        if cfg.user_profile or cfg.post_layers:
+            self.tower = capsule_tower(d_tower, tuple(cfg.post_layers), cfg.d_aux)
+        # Gradient-norm measurement (off unless asked): per path, the gradient reaching each half
+        # of the e_aux table, accumulated by tensor hooks during backward (`grad_norms`).
+        self.measure_grads = False
+        self._grad_tables: dict[str, list[torch.Tensor]] = {}
 
     def rng_state(self) -> torch.Tensor | None:
         """The state of MICN's generator (for checkpoints), None when it uses torch's global RNG."""
@@ -112,10 +173,96 @@ class MICNAux(nn.Module):
         known = items >= 2  # OOV (1) stands for many items with different categories
         self.item_category[items[known]] = categories[known]
 
+    def user_vectors(self, routing: Routing, users: torch.Tensor) -> torch.Tensor:
+        """The tower on the capsules: (B, K, D) capsules, (B,) user ids -> (B, K, D) interest
+        vectors, zero on inactive slots. Identity in today's form (no profile, no layers)."""
+        if self.tower is None:
+            return routing.capsules
+        x = routing.capsules  # (B, K, D)
+        if self.profile is not None:
+            profile = self.profile(users)  # (B, P)
+            x = torch.cat([x, profile.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)  # (B, K, D + P)
+        return self.tower(x) * routing.active.unsqueeze(-1).to(x.dtype)  # (B, K, D)
+
     def interests(self, batch: Batch, generator: torch.Generator | None = None) -> Routing:
-        """Interest capsules of every row's history (no gradient scaling; for inspection)."""
+        """Interest vectors of every row's history (capsules through the tower; no gradient
+        scaling; for inspection). Draws routing logits from `generator` (global RNG if None)."""
         hist = self.embed(batch.hist_items, batch.hist_categories)  # (B, T, D)
-        return self.routing(hist, batch.hist_len, generator)
+        routing = self.routing(hist, batch.hist_len, generator)
+        if self.tower is None:
+            return routing
+        return dataclasses.replace(routing, capsules=self.user_vectors(routing, batch.user))
+
+    @torch.no_grad()
+    def user_capsules(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation: every row's interest vectors (B, K_max, d_aux) and active mask (B, K_max).
+
+        The vectors label-aware attention reads (after the tower). Routing logits come from
+        `generator`, never from MICN's training generator, so evaluating leaves the training draws
+        untouched (a generator lives on one device: give one on the batch's device); None means
+        a fresh generator seeded 0 on the batch's device (deterministic, and the global RNG is
+        not touched either). Rows with an empty history get one active
+        slot (K_u = 1) holding the tower's image of a zero capsule (zero in today's form).
+        """
+        if generator is None:
+            generator = torch.Generator(device=batch.item.device).manual_seed(0)
+        if self.generator is not None and generator is self.generator:
+            raise ValueError("user_capsules needs an evaluation generator, not MICN's training generator: drawing "
+                             "from it would change the training run's routing logits and negatives")
+        routing = self.interests(batch, generator)
+        return routing.capsules, routing.active
+
+    @torch.no_grad()
+    def item_table(self) -> torch.Tensor:
+        """e_aux of every item index (n_items, d_aux), each with its recorded category (as training
+        embeds it: `item_category`, filled from the data and from every training batch). Rows 0
+        (padding, zero) and 1 (OOV) are not items: retrieval must exclude them."""
+        items = torch.arange(self.n_items, device=self.item_category.device)
+        return self.embed(items, self.item_category)
+
+    # -----------------------------------------------------------------------------------------
+    # Gradient norms of the two paths into e_aux
+
+    def track_grad(self, e: torch.Tensor, items: torch.Tensor, categories: torch.Tensor, path: str) -> None:
+        """When `measure_grads` is on, add the gradient that reaches the lookup `e` (..., d_aux)
+        (already scaled by φ or 1 − φ) into path's copy of the two tables, as the embedding
+        backward would. Called by the two readers of e_aux, on the tensor BEFORE scale_grad."""
+        if not (self.measure_grads and e.requires_grad):
+            return
+        d_item = self.embedding.item.embedding_dim
+
+        def hook(grad: torch.Tensor) -> None:
+            tables = self._grad_tables.get(path)
+            if tables is None:
+                tables = [torch.zeros_like(self.embedding.item.weight),
+                          torch.zeros_like(self.embedding.category.weight)]
+                self._grad_tables[path] = tables
+            g = grad.detach().reshape(-1, grad.shape[-1])  # (N, D)
+            tables[0].index_add_(0, items.reshape(-1), g[:, :d_item])
+            tables[1].index_add_(0, categories.reshape(-1), g[:, d_item:])
+
+        e.register_hook(hook)
+
+    def reset_grad_norms(self) -> None:
+        """Forget the last step's gradients (WithMICN calls this at every training forward)."""
+        self._grad_tables = {}
+
+    def grad_norms(self) -> tuple[float, float] | None:
+        """(‖∇ from the main loss‖, ‖∇ from L_micn‖) on the e_aux table (item and category halves
+        together, padding row excluded, as the optimizer receives them: the main one scaled by φ,
+        L_micn's by (1 − φ) and by the trainer's λ) of the last backward; None when nothing was
+        measured (measurement off, or no backward since the last training forward). Divide by φ
+        and 1 − φ for the unscaled gradients. One host sync per call."""
+        if not self._grad_tables:
+            return None
+        norms = []
+        for path in GRAD_PATHS:
+            tables = self._grad_tables.get(path)
+            sq = 0.0 if tables is None else sum(float((t[1:] ** 2).sum()) for t in tables)  # row 0: padding
+            norms.append(sq**0.5)
+        return norms[0], norms[1]
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """L_micn of the batch's positive rows with a history; gradients into e_aux scaled by 1 − φ."""
@@ -137,10 +284,13 @@ class MICNAux(nn.Module):
         N, M = rows.numel(), neg_ids.numel()
         items = torch.cat([hist_items.reshape(-1), targets, neg_ids])
         categories = torch.cat([hist_categories.reshape(-1), batch.category[rows], self.item_category[neg_ids]])
-        e = scale_grad(self.embed(items, categories), 1.0 - self.cfg.phi)  # (N·L + N + M, D)
+        e = self.embed(items, categories)  # (N·L + N + M, D)
+        self.track_grad(e, items, categories, "micn")
+        e = scale_grad(e, 1.0 - self.cfg.phi)
         hist, target, sampled = e.split([N * L, N, M])  # split, not slices: its backward is one cat
         hist = hist.view(N, L, -1)  # (N, L, D); target (N, D), sampled (M, D)
 
         routing = self.routing(hist, lengths, self.generator)
-        user, _ = label_aware_attention(routing.capsules, routing.active, target, self.cfg.pow_p)  # (N, D)
+        vectors = self.user_vectors(routing, batch.user[rows])  # (N, K, D); the capsules in today's form
+        user, _ = label_aware_attention(vectors, routing.active, target, self.cfg.pow_p)  # (N, D)
         return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()

@@ -3,6 +3,7 @@
     squash(x)                                   capsule non-linearity
     scale_grad(x, s)                            identity forward, grad·s backward
     adaptive_interest_count(lengths, k_max)     K_u = max(1, min(K_max, ⌊log2 |I_u|⌋))
+    interest_count_cap(max_len)                 the k_max that leaves ⌊log2 |I_u|⌋ uncut up to max_len
     B2IRouting(d_in, d_out, k_max, ...)         behavior-to-interest dynamic routing
     label_aware_attention(capsules, active, target, pow_p)
     sample_candidates(n, n_items, sampler)      uniform / log-uniform negatives + log expected counts
@@ -23,12 +24,22 @@ this module follows the MIND paper, DeepMatch after its 2022 fix (PR #76) and TF
   only (DeepMatch, ComiRec).
 - K rounding: the paper's ⌊log2 |I_u|⌋, computed exactly on integers. DeepMatch uses
   ⌊log2(|I_u| + 1)⌋, one interest more at lengths 3, 7, 15. Lengths 0 and 1 give K_u = 1.
-- Label-aware attention: MIND writes softmax(pow(Vᵀe, p)). A raw power is not monotone in the
-  score for even p (a strongly negative score gets a large weight) and undefined for fractional
-  p on negative scores. We raise exp(score) to the power p instead:
-  softmax(p · Vᵀe) = normalise(exp(Vᵀe)^p), which is monotone in the score, equals MIND/ComiRec
-  at p = 1, is uniform at p = 0 and tends to argmax as p → ∞. p ≥ 100 (or inf) is a hard argmax
-  gather, as in DeepMatch (MIND's default p is 100).
+  The formula is capped by K_max (`MICNConfig.k_max`, default 4 as in MIND's practice, kept so
+  that earlier runs keep their numbers): the cap cuts it from length 32 on, so at the paper's
+  Table 4 length 50 (⌊log2 50⌋ = 5) the default gives 4 interests, not the paper's 5. The
+  formula is uncut at every length up to max_len when k_max >= `interest_count_cap(max_len)`:
+  5 for max_len 50, 4 for 20, 3 for 10.
+- Label-aware attention (MIND Eq. 8 as the MICN paper writes it): softmax(pow(Vᵀe, p)). A raw
+  power is not monotone in the score for even p (a strongly negative score gets a large weight:
+  (−3)² > 1², so the capsule LEAST like the target would win), flips sign for odd p, and is
+  undefined (NaN) for fractional p on negative scores; scores of unnormalised capsules and item
+  vectors are negative about half the time, so this is not a corner case. We raise exp(score)
+  to the power p instead: softmax(p · Vᵀe) = normalise(exp(Vᵀe)^p). For every p > 0 it ranks the
+  capsules exactly as the scores do (exp and x ↦ p·x are increasing), which is what pow does
+  on positive scores; it equals MIND/ComiRec at p = 1 (softmax of the scores), is uniform at
+  p = 0, and tends to the argmax as p → ∞, which is where MIND's default p = 100 points: p ≥ 100
+  (or inf) is a hard argmax gather, as in DeepMatch, and there both forms pick the capsule with
+  the highest score whenever that score is positive.
 - The routing window is cropped to the longest real history in the batch and the logits are
   drawn for that window only, so extra left padding changes nothing (same seed, same capsules).
 """
@@ -78,11 +89,20 @@ def adaptive_interest_count(lengths: torch.Tensor, k_max: int) -> torch.Tensor:
     """K_u = max(1, min(k_max, ⌊log2 lengths⌋)) per user, (B,) int64; 1 for lengths 0 and 1.
 
     Exact on integers: ⌊log2 n⌋ ≥ k  ⟺  n ≥ 2^k, so K_u = 1 + #{k in 2..k_max : n ≥ 2^k}.
+    The cap k_max cuts the paper's formula from length 2^(k_max+1) on (32 for the default 4);
+    see `interest_count_cap`.
     """
     count = torch.ones_like(lengths, dtype=torch.long)
     for k in range(2, k_max + 1):
         count += (lengths >= 2**k).long()
     return count
+
+
+def interest_count_cap(max_len: int) -> int:
+    """The smallest k_max that leaves K_u = ⌊log2 |I_u|⌋ uncut for every history up to `max_len`:
+    max(1, ⌊log2 max_len⌋) (10 -> 3, 20 -> 4, 50 -> 5, 100 -> 6)."""
+    assert max_len >= 0, f"max_len must be >= 0, got {max_len}"
+    return max(1, max_len.bit_length() - 1)
 
 
 @dataclass(frozen=True)

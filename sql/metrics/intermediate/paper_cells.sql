@@ -1,8 +1,13 @@
 -- paper_cells(experiment): one row per (dataset, protocol, max_len, backbone, variant, phi) of the
 -- runs an experiment asked for: test metrics as mean ± sample std over seeds, runs counted (ok and
--- failed), and, on MICN rows, the paired lift over the base run of the same dataset, length,
--- backbone and seed: mean difference of test AUC with a 95 % t interval (normal beyond 500 pairs;
--- none for one pair). The base runs must be asked for by the same experiment.
+-- failed), the ceilings and the learning evidence (means over the cell's ok runs), and two paired
+-- lifts of test AUC, each the mean difference over seeds with its 95 % t interval (normal beyond
+-- 500 pairs; none for one pair):
+--   lift_*          on control and micn rows: this row − base (same dataset, length, backbone, seed);
+--   lift_control_*  on micn rows: micn − control (same dataset, length, backbone, seed and φ; when
+--                   the experiment has no control at this φ but exactly one control φ for the cell,
+--                   that one: Table 3 pairs its whole φ sweep with one control, see params.yaml).
+-- The base and control runs must be asked for by the same experiment.
 create or replace macro paper_cells(experiment) as table
 with asked as (
     select * from runs where list_contains(experiments, experiment)
@@ -19,21 +24,54 @@ cells as (
            avg(gauc) as gauc_mean, stddev_samp(gauc) as gauc_std,
            avg(logloss) as logloss_mean, stddev_samp(logloss) as logloss_std,
            avg(oracle_auc) as oracle_auc,
+           avg(history_only_auc) as history_only_auc,
+           avg(micn_recall) as micn_recall_mean,
+           avg(popularity_recall) as popularity_recall_mean,
+           avg(dien_aux) as dien_aux_mean,
+           avg(grad_ratio) as grad_ratio_mean,
+           avg(best_epoch) as best_epoch_mean,
            avg(train_seconds) as train_seconds_mean
     from asked
     group by dataset, max_len, backbone, variant, phi
 ),
-pairs as (
-    select m.dataset, m.max_len, m.backbone, m.phi, m.auc - b.auc as lift
+base_pairs as (
+    select m.dataset, m.max_len, m.backbone, m.variant, m.phi, m.auc - b.auc as lift
     from ok as m
     join ok as b on b.dataset = m.dataset and b.max_len = m.max_len and b.backbone = m.backbone
                 and b.seed = m.seed and b.variant = 'base'
+    where m.variant in ('control', 'micn')
+),
+base_lifts as (
+    select dataset, max_len, backbone, variant, phi, count(*) as n_pairs,
+           avg(lift) as lift_mean, stddev_samp(lift) as lift_std
+    from base_pairs
+    group by dataset, max_len, backbone, variant, phi
+),
+control_phis as (
+    select distinct dataset, max_len, backbone, phi from asked where variant = 'control'
+),
+control_match as (
+    -- the control φ each micn cell is paired with: its own φ, else the cell's only control φ
+    select m.dataset, m.max_len, m.backbone, m.phi,
+           coalesce(max(c.phi) filter (where c.phi = m.phi),
+                    case when count(*) = 1 then max(c.phi) end) as control_phi
+    from (select distinct dataset, max_len, backbone, phi from asked where variant = 'micn') as m
+    join control_phis as c on c.dataset = m.dataset and c.max_len = m.max_len and c.backbone = m.backbone
+    group by m.dataset, m.max_len, m.backbone, m.phi
+),
+control_pairs as (
+    select m.dataset, m.max_len, m.backbone, m.phi, k.control_phi, m.auc - c.auc as lift
+    from ok as m
+    join control_match as k on k.dataset = m.dataset and k.max_len = m.max_len and k.backbone = m.backbone
+                           and k.phi = m.phi
+    join ok as c on c.dataset = m.dataset and c.max_len = m.max_len and c.backbone = m.backbone
+                and c.seed = m.seed and c.variant = 'control' and c.phi = k.control_phi
     where m.variant = 'micn'
 ),
-lifts as (
-    select dataset, max_len, backbone, phi, count(*) as n_pairs,
+control_lifts as (
+    select dataset, max_len, backbone, phi, any_value(control_phi) as control_phi, count(*) as n_pairs,
            avg(lift) as lift_mean, stddev_samp(lift) as lift_std
-    from pairs
+    from control_pairs
     group by dataset, max_len, backbone, phi
 ),
 final as (
@@ -42,13 +80,23 @@ final as (
            c.auc_mean, c.auc_std,
            case when c.auc_std is null then printf('%.4f', c.auc_mean)
                 else printf('%.4f ± %.4f', c.auc_mean, c.auc_std) end as auc,
-           c.gauc_mean, c.gauc_std, c.logloss_mean, c.logloss_std, c.oracle_auc, c.train_seconds_mean,
+           c.gauc_mean, c.gauc_std, c.logloss_mean, c.logloss_std,
+           c.oracle_auc, c.history_only_auc,
+           c.micn_recall_mean, c.popularity_recall_mean, c.dien_aux_mean, c.grad_ratio_mean,
+           c.best_epoch_mean, c.train_seconds_mean,
            l.n_pairs, l.lift_mean,
            l.lift_mean - coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_low,
-           l.lift_mean + coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_high
+           l.lift_mean + coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_high,
+           k.control_phi,
+           k.n_pairs as n_pairs_control, k.lift_mean as lift_control_mean,
+           k.lift_mean - coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_low,
+           k.lift_mean + coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_high
     from cells as c
-    left join lifts as l on c.variant = 'micn' and l.dataset = c.dataset and l.max_len = c.max_len
-                        and l.backbone = c.backbone and l.phi = c.phi
+    left join base_lifts as l on l.dataset = c.dataset and l.max_len = c.max_len and l.backbone = c.backbone
+                             and l.variant = c.variant and l.phi = c.phi
     left join t_quantiles as t on t.df = l.n_pairs - 1
+    left join control_lifts as k on c.variant = 'micn' and k.dataset = c.dataset and k.max_len = c.max_len
+                                and k.backbone = c.backbone and k.phi = c.phi
+    left join t_quantiles as tk on tk.df = k.n_pairs - 1
 )
 select * from final;

@@ -4,14 +4,15 @@
 with epochs as (
     select * from read_json($files, format = 'array', filename = true, columns = {
         epoch: 'INTEGER', samples: 'BIGINT', seconds: 'DOUBLE', samples_per_s: 'DOUBLE',
-        train_loss: 'DOUBLE', train_dien_aux: 'DOUBLE', train_micn: 'DOUBLE',
-        valid_auc: 'DOUBLE', valid_gauc: 'DOUBLE', valid_logloss: 'DOUBLE'})
+        train_loss: 'DOUBLE', train_dien_aux: 'DOUBLE', train_micn: 'DOUBLE', train_grad_ratio: 'DOUBLE',
+        valid_auc: 'DOUBLE', valid_gauc: 'DOUBLE', valid_logloss: 'DOUBLE', valid_dien_aux: 'DOUBLE',
+        valid_micn_recall: 'DOUBLE', valid_popularity_recall: 'DOUBLE'})
 ),
 final as (
     select
         regexp_extract(filename, '([^/]+/[^/]+)\.json$', 1) as run_id,
-        epoch, samples, seconds, samples_per_s, train_loss, train_dien_aux, train_micn,
-        valid_auc, valid_gauc, valid_logloss
+        epoch, samples, seconds, samples_per_s, train_loss, train_dien_aux, train_micn, train_grad_ratio,
+        valid_auc, valid_gauc, valid_logloss, valid_dien_aux, valid_micn_recall, valid_popularity_recall
     from epochs
 )
 select * from final
