@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import threading
 from pathlib import Path
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="micn-test-prefect-")
@@ -106,3 +108,31 @@ TINY_PIPELINE = {  # the whole pipeline in about a minute: the tiny world, 2 epo
     "generate": {"profile": "tiny"},
     "train": {"epochs": 2},
 }
+
+
+@pytest.fixture()
+def silent_listener():
+    """(port, accepted connections) of a TCP listener on 127.0.0.1 that accepts every connection and
+    never sends a byte: the peer that makes an unbounded network wait hang. Loopback only."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()

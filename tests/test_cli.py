@@ -6,7 +6,6 @@ import errno
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -89,36 +88,14 @@ def test_duckdb_lock_is_named():
     assert status == 2 and "another process" in message and "/w.duckdb" in message
 
 
-def test_api_checks_are_bounded_by_their_timeout():
+def test_api_checks_are_bounded_by_their_timeout(silent_listener):
     """A loopback listener that accepts and never answers: the checks give up within the timeout."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        port = listener.getsockname()[1]
-        held: list[socket.socket] = []
-        stop = threading.Event()
-
-        def accept() -> None:
-            listener.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    held.append(listener.accept()[0])
-                except OSError:
-                    continue
-
-        t = threading.Thread(target=accept, daemon=True)
-        t.start()
-        try:
-            url = f"http://127.0.0.1:{port}/api"
-            for check in (healthy, answers):
-                start = time.monotonic()
-                assert check(url, 1.0) is False
-                assert time.monotonic() - start < 3.0
-        finally:
-            stop.set()
-            t.join()
-            for s in held:
-                s.close()
+    port, _ = silent_listener
+    url = f"http://127.0.0.1:{port}/api"
+    for check in (healthy, answers):
+        start = time.monotonic()
+        assert check(url, 1.0) is False
+        assert time.monotonic() - start < 3.0
 
 
 def test_a_configured_api_that_never_answers_stops_the_command(tmp_path):

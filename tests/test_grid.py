@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -205,33 +203,6 @@ def test_grid_leaves_user_files_alone(tmp_path):
             "metrics/runs/tiny/din-base-len10-seed7.json", "metrics/runs/tiny/din-base-len10-seed8.json",
             "metrics/history/tiny/din-base-len10-seed8.json", "metrics/history/tiny/plot.png"}
     assert set(pruned.left_alone) == {str(tmp_path / rel) for rel in left}
-
-
-@pytest.fixture()
-def silent_listener():
-    """A TCP listener on 127.0.0.1 that accepts every connection and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 TIMEOUT_S, MARGIN_S = 1.5, 2.5

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -137,33 +136,6 @@ def test_unreachable_dask_address_fails_fast_and_writes_nothing(tmp_path, tiny_s
     assert f"no Dask scheduler answered at tcp://127.0.0.1:{port} within 2 s" in str(e.value)
     assert time.monotonic() - t0 < 60  # bounded by the timeout, not a hang
     assert not (tmp_path / "repo" / "metrics").exists()
-
-
-@pytest.fixture()
-def silent_listener():
-    """A TCP listener on 127.0.0.1 that accepts every connection and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.2)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 def micn(*args: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
