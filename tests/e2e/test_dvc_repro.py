@@ -55,10 +55,12 @@ def test_dvc_repro_runs_the_experiment_then_does_nothing(repo_copy):
         assert con.sql("select count(*), count(*) filter (where status = 'ok') from runs").fetchall()[0] == (
             expected_runs, expected_runs)
         assert con.sql("select count(distinct run_id) from history").fetchall()[0][0] == expected_runs
-        cells = con.sql("select backbone, variant, n_runs, auc_mean, oracle_auc, lift_mean from paper_table2").fetchall()
+        cells = con.sql("select backbone, variant, n_runs, auc_mean, oracle_auc, lift_mean, lift_control_mean "
+                        "from paper_table2").fetchall()
         assert len(cells) == len(t2["backbones"]) * len(t2["variants"])
-        assert all(n == len(params["grid"]["seeds"]) and 0 < auc < 1 and oracle is not None for _, _, n, auc, oracle, _ in cells)
-        assert all((lift is not None) == (variant == "micn") for _, variant, _, _, _, lift in cells)
+        assert all(n == len(params["grid"]["seeds"]) and 0 < auc < 1 and oracle is not None for _, _, n, auc, oracle, *_ in cells)
+        assert all((lift is not None) == (variant != "base") for _, variant, _, _, _, lift, _ in cells)
+        assert all((lift_c is not None) == (variant == "micn") for _, variant, *_, lift_c in cells)
         assert con.sql("select count(*) from paper_table3").fetchall()[0][0] == 0  # not enabled by default
         runs = con.sql("select protocol, max_len, lr, git_revision, started <= finished from runs").fetchall()
     assert {r[:3] for r in runs} == {("dien", params["datasets"]["synthetic"]["max_len"], params["train"]["lr"])}

@@ -108,6 +108,6 @@ def test_scheduled_deployment_is_registered_and_a_triggered_run_completes(server
         stop(serve)
     with duckdb.connect(str(repo / "metrics" / "metrics.duckdb"), read_only=True) as con:
         assert con.sql("select backbone, variant, status from runs order by all").fetchall() == [
-            ("din", "base", "ok"), ("din", "micn", "ok")]
-        assert con.sql("select count(*) from paper_table2").fetchall()[0][0] == 2
+            ("din", "base", "ok"), ("din", "control", "ok"), ("din", "micn", "ok")]
+        assert con.sql("select count(*) from paper_table2").fetchall()[0][0] == 3
     assert (repo / "dvc.lock").is_file() and (repo / "reports" / "report.md").is_file()
