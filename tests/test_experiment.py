@@ -126,10 +126,10 @@ def test_enabled_real_dataset_without_raw_files_names_the_expected_paths(tmp_pat
 def test_runner_follows_address_and_environment(monkeypatch):
     monkeypatch.delenv(ADDRESS_ENV, raising=False)
     assert GridConfig().resolved() == ("thread", None)
-    assert GridConfig(address="tcp://10.0.0.5:8786").resolved() == ("dask", "tcp://10.0.0.5:8786")
+    assert GridConfig(address="tcp://127.0.0.1:8786").resolved() == ("dask", "tcp://127.0.0.1:8786")
     assert GridConfig(address="ray://head:10001").resolved() == ("ray", "ray://head:10001")
     monkeypatch.setenv(ADDRESS_ENV, "tcp://scheduler:8786")
-    assert GridConfig(address="tcp://10.0.0.5:8786").resolved() == ("dask", "tcp://scheduler:8786")
+    assert GridConfig(address="tcp://127.0.0.1:8786").resolved() == ("dask", "tcp://scheduler:8786")
     monkeypatch.delenv(ADDRESS_ENV)
     with pytest.raises(MicnError, match="no cluster address"):
         GridConfig(runner="dask").resolved()
