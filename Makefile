@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (README "Quickstart"):
 #   make repro   set up .venv if needed, then run the whole pipeline with `dvc repro`
 #   make test    set up .venv if needed, then run the test suite
+# Beyond the default: `make mechanism` (the κ sweep), `make electronics` (Table 2 at the paper's scale).
 # Both are idempotent: the environment is rebuilt only when pyproject.toml or constraints.txt change.
 # The stages of `make repro` share one local Prefect server in $(PREFECT_HOME) (flows/_prefect.py),
 # which stops after MICN_PREFECT_IDLE_S (600) idle seconds; `make prefect-stop` stops it now.
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: env repro test test-fast bench clean-env prefect-stop
+.PHONY: env repro test test-fast bench clean-env prefect-stop mechanism electronics
 
 env: $(STAMP)
 
@@ -25,6 +26,15 @@ repro: env
 
 test: env
 	pytest
+
+# The mechanism experiment (issue 12): the κ sweep beside Table 2 in this workspace (its κ = 1 runs are
+# Table 2's, reused); `git checkout params.yaml && dvc repro` returns to the default experiment.
+mechanism: env
+	dvc exp run -S experiments.mechanism.enabled=true
+
+# Table 2 on the Electronics-shaped world (issue 12 §3), in studies/electronics/ (~1 h on 2 cores).
+electronics: env
+	dvc repro studies/electronics/dvc.yaml
 
 test-fast: env
 	pytest -m "not integration and not e2e"

@@ -76,16 +76,17 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
 
 
 def _jobs_from_params(params: str, raw: Path) -> tuple[IngestJob, ...]:
-    from micn.experiment import check_raw_data, load_experiment, raw_files
+    from micn.experiment import check_raw_data, load_experiment, raw_dir, raw_files
 
     exp = load_experiment(params)
     check_raw_data(exp, raw)
     jobs = []
-    for name in exp.enabled_datasets:
-        reviews, meta = raw_files(raw / name)
+    for name in exp.all_datasets:
+        folder = raw_dir(raw, name)
+        reviews, meta = raw_files(folder)
         if not (reviews and meta):
-            raise MicnError(f"{raw}/{name}/ has no *_5.json[.gz] review file or no meta_*.json[.gz] "
-                            "file; for the synthetic dataset run the generate stage (`dvc repro generate`).")
+            raise MicnError(f"{folder}/ has no *_5.json[.gz] review file or no meta_*.json[.gz] file; for "
+                            "the synthetic datasets run the generate stage (`dvc repro generate`).")
         jobs.append(IngestJob(name, tuple(reviews), tuple(meta)))
     return tuple(jobs)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 DESCRIPTION = (
     "Load a run trained with MICN (variant micn), route one user's history through the capsule network and print "
     "each active interest with its nearest items and dominant categories; on synthetic data also the purity of the "
-    "capsules against the planted topics over the test users."
+    "capsules against the planted topics over the test users, and how often two capsules of a user share their "
+    "nearest items (1: collapsed into one interest)."
 )
 
 

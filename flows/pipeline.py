@@ -100,7 +100,7 @@ def preflight(repo: str) -> list[str]:
         raise MicnError(f"{root}: not a micn checkout (no dvc.yaml); pass the repository folder as `repo`.")
     exp = load_experiment(root / "params.yaml")
     check_raw_data(exp, root / "data" / "raw")
-    return exp.enabled_datasets
+    return exp.all_datasets
 
 
 def _bin(name: str) -> str:

@@ -22,8 +22,8 @@ from micn.record import RunRecord
 from micn.train import RunConfig, RunPaths, load_splits, train
 
 DESCRIPTION = (
-    "Train one CTR backbone with Adam, select the best epoch on validation AUC (early stopping), and evaluate on "
-    "test (AUC, GAUC, logloss, and the oracle AUC on synthetic data). Training parameters come from the `train` "
+    "Train one CTR backbone with Adam, select the best of its evaluations (train.evals_per_epoch a pass) on "
+    "validation AUC (early stopping), and evaluate on test (AUC, GAUC, logloss, and the oracle AUC on synthetic data). Training parameters come from the `train` "
     "section of the parameter file, MICN's from its `micn` section. Reads only the samples directory (works from "
     "any working directory). Resumes from OUT/checkpoint.pt when present."
 )
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     m = r.metrics
     oracle = "n/a" if m.get("oracle_auc") is None else f"{m['oracle_auc']:.4f}"
     print(f"{r.dataset} {r.backbone} ({r.variant}) seed {r.seed}: test AUC {m['auc']:.4f}  GAUC {m['gauc']:.4f}  "
-          f"logloss {m['logloss']:.4f}  oracle AUC {oracle}  ({r.epochs} epochs, best {r.best_epoch}, "
+          f"logloss {m['logloss']:.4f}  oracle AUC {oracle}  ({r.epochs} epochs, best at epoch {r.best_epoch}, "
           f"{r.samples_per_s:,.0f} samples/s) → {job.paths.record_path}")
     evidence = []
     if m.get("history_only_auc") is not None:

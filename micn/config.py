@@ -38,6 +38,8 @@ SEED_MAX = 2**63 - 1  # seeds feed numpy/torch/DuckDB generators, which take sig
 BACKBONE_NAMES = ("wide_deep", "din", "dien")
 PROFILE_NAMES = ("tiny", "default", "electronics", "books")
 VARIANTS = ("base", "control", "micn")  # control: the width-matched backbone without L_micn
+# information ablations of the mechanism experiment (micn.data.dataset.SampleSet.ablated)
+ABLATIONS = ("no_item_ids", "one_category")
 RUNNERS = ("auto", "thread", "dask", "ray")
 SAMPLERS = ("log_uniform", "uniform")
 PROTOCOLS = ("dien", "din")
@@ -69,6 +71,9 @@ class GenerateConfig:
     seed: Seed = 0
     format: Literal[FORMATS] = "2014"  # raw file format of the Amazon release to imitate
     name: Str | None = None  # category name in the file names (default: the profile's)
+    # κ, probability that an item serves its category's topic (else a topic drawn by popularity);
+    # None = the profile's (1.0: the world without item-level interest signal, byte for byte)
+    kappa: Unit | None = None
 
 
 @_section
@@ -107,13 +112,30 @@ class ExperimentSpec:
     # control φ stands for a whole φ sweep (Table 3): micn at every φ is paired with it.
     control_phis: tuple[Unit, ...] | None = None
     max_lens: tuple[Positive, ...] = ()  # history lengths; empty = each dataset's max_len
+    # The mechanism experiment (issue 12): one synthetic world per κ (the generate section's
+    # profile and seed, κ = 1 being the default world itself), strictly decreasing from the first.
+    # With kappas set, the experiment trains on those worlds instead of the `datasets` section's.
+    kappas: tuple[Unit, ...] = ()
+    ablations: tuple[Literal[ABLATIONS], ...] = ()  # information ablations of base runs, at each κ
+    ablation_backbones: tuple[Literal[BACKBONE_NAMES], ...] = ("din",)  # whose base runs are ablated
+
+    def __post_init__(self) -> None:
+        for key in ("phis", "control_phis", "max_lens", "kappas", "ablations", "ablation_backbones"):
+            values = getattr(self, key) or ()
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key}: repeated values in {list(values)}")
+        if any(a <= b for a, b in zip(self.kappas, self.kappas[1:])):
+            raise ValueError(f"kappas: must be strictly decreasing (the sweep from the default world's 1.0 down), "
+                             f"got {list(self.kappas)}")
+        if self.ablations and not self.kappas:
+            raise ValueError("ablations: information ablations belong to the mechanism experiment (set kappas too)")
 
 
 @_section
 class GridConfig:
     """The `grid` section: seeds (the only key that changes results) and how runs are executed."""
 
-    seeds: Annotated[tuple[Seed, ...], Field(min_length=1)] = (1, 2, 3)
+    seeds: Annotated[tuple[Seed, ...], Field(min_length=1)] = (1, 2, 3, 4, 5)
     retries: NonNegative = 1  # Prefect task retries of a failed run before it is recorded as failed
     retry_delay_s: Annotated[float, Strict(), Field(ge=0.0)] = 2.0
     runner: Literal[RUNNERS] = "auto"  # auto: dask/ray when an address is set (by scheme), else threads
@@ -143,7 +165,9 @@ class MICNConfig:
     `d_aux` and `phi` (the width and gradient scale of its extra embedding half)."""
 
     d_aux: Annotated[int, Strict(), Field(ge=2)] = 36  # width of e_aux (item half ⌈d/2⌉ ⊕ category half ⌊d/2⌋)
-    k_max: Positive = 4  # K_max interest capsules (MIND: 4 at most in practice)
+    # K_u = max(1, min(k_max, ⌊log2 |I_u|⌋)): 5 leaves the paper's formula uncut at every length up to
+    # 63, so Table 4's length 50 gets its 5 interests (MIND capped at 4 in practice; 4 was our earlier default)
+    k_max: Positive = 5
     iterations: Positive = 3  # dynamic-routing iterations r (MIND: 3)
     # label-aware attention sharpness; >= 100 or .inf = hard argmax (MIND default 100): the one
     # number where infinity is meaningful, so it alone allows it (NaN is still refused below).
@@ -153,10 +177,13 @@ class MICNConfig:
     lambda_micn: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # λ, weight of L_micn in the total loss
     phi: Unit = 0.3  # φ, share of the MAIN gradient reaching e_aux; 1 − φ comes from L_micn
     routing_std: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # σ of the fresh N(0, σ²) routing logits
-    # The paper's user tower (Fig. 1 / MIND), opt-in: the defaults are the capsule-only form every
-    # earlier run trained, so those runs keep their numbers (same modules, same draws).
-    user_profile: Bool = False  # join the user profile to the capsules (paper Fig. 1 / MIND)
-    post_layers: tuple[Positive, ...] = ()  # hidden widths of MIND's ReLU layers on each capsule (+ Linear to d_aux)
+    # The user tower (micn/models/micn_aux.py). Default: MIND's ReLU layer after the capsules
+    # (post_layers [64], then a Linear back to d_aux), which is what lets L_micn learn (issue 11,
+    # docs/findings/2026-12-01-training-regime). The ABLATION `post_layers: []` (with user_profile
+    # false) is the earlier capsule-only form, bit for bit. The profile stays opt-in: under the
+    # `dien` protocol every evaluated user is out-of-vocabulary, so it is one constant row there.
+    user_profile: Bool = False  # join the user profile (a MICN-owned user-id embedding) to the capsules
+    post_layers: tuple[Positive, ...] = (64,)  # hidden widths of MIND's ReLU layers on each capsule (+ Linear to d_aux)
     retrieval_k: Positive = 50  # K of the Recall@K evidence (MIND's evaluation: Recall@50)
 
     def __post_init__(self) -> None:
@@ -170,13 +197,21 @@ class TrainConfig:
 
     batch_size: Positive = 256
     eval_batch_size: Positive = 4096
-    epochs: Positive = 10
+    epochs: Positive = 5
     lr: Annotated[float, Strict(), Field(gt=0.0)] = 1e-3
-    patience: NonNegative = 2  # epochs without a better validation AUC before stopping
+    # Validation (model selection, early stopping, the learning evidence) runs this many times per
+    # epoch, at evenly spaced steps, the last at the epoch's end. The backbones peak after about
+    # one pass over the data and overfit from the second, so per-epoch selection is too coarse.
+    evals_per_epoch: Positive = 5
+    patience: NonNegative = 5  # evaluations in a row without a better validation AUC before stopping
+    # MICN runs only: the first micn_warmup_epochs · (steps per epoch) steps train L_micn alone (the
+    # main BCE and DIEN's auxiliary loss are left out), so MICN has learned before the CTR model's
+    # peak; their evaluations are recorded but never selected. 0 = joint training from step 1.
+    micn_warmup_epochs: Annotated[float, Strict(), Field(ge=0.0)] = 0.0
     dien_aux_weight: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # weight of DIEN's auxiliary loss (reference: 1)
     # hidden activation of DIEN's auxiliary net: sigmoid is the reference's and cannot learn on
-    # small embeddings (its loss stays at 2 ln 2, micn/models/dien.py); prelu or relu learn. Opt-in.
-    dien_aux_activation: Literal["sigmoid", "prelu", "relu"] = "sigmoid"
+    # small embeddings (its loss stays at 2 ln 2, micn/models/dien.py); prelu (default) or relu learn.
+    dien_aux_activation: Literal["sigmoid", "prelu", "relu"] = "prelu"
     d_item: Positive = 18  # item-id embedding width (DIEN reference: 18)
     d_category: Positive = 18  # category embedding width
     threads: NonNegative = 0  # torch.set_num_threads; 0 keeps torch's default

@@ -40,10 +40,8 @@ from micn.config import (  # noqa: F401 - the section types are re-exported for 
     TrainConfig,
     load_params,
 )
-from micn.data.layout import samples_dir  # noqa: F401 - the `<dataset>/len<L>` layout, coded once there
+from micn.data.layout import SYNTHETIC, is_synthetic, kappa_dataset, raw_dir, samples_dir  # noqa: F401
 from micn.errors import MicnError
-
-SYNTHETIC = "synthetic"  # the dataset the generate stage writes to data/raw/synthetic
 DOWNLOADS = (
     "the 2014 release (reviews_<Name>_5.json.gz + meta_<Name>.json.gz) from https://jmcauley.ucsd.edu/data/amazon/ "
     "or the 2018 release (<Name>_5.json.gz + meta_<Name>.json.gz) from https://nijianmo.github.io/amazon/"
@@ -61,16 +59,18 @@ class RunSpec:
     phi: float | None  # None for base runs; control runs carry φ like micn runs (the scale of e_ctrl's gradient)
     seed: int
     experiments: tuple[str, ...] = field(default=(), compare=False)
+    ablation: str | None = None  # an information ablation of the inputs (base runs of the mechanism experiment)
 
     @property
     def key(self) -> tuple:
-        return (self.dataset, self.max_len, self.backbone, self.variant, self.phi, self.seed)
+        return (self.dataset, self.max_len, self.backbone, self.variant, self.phi, self.seed, self.ablation or "")
 
     @property
     def run_id(self) -> str:
-        """`<dataset>/<backbone>-<variant>[-phi<φ>]-len<L>-seed<s>`: file names and the `runs` table's key."""
+        """`<dataset>/<backbone>-<variant>[-<ablation>][-phi<φ>]-len<L>-seed<s>`: file names and the `runs` table's key."""
         phi = "" if self.phi is None else f"-phi{self.phi:g}"
-        return f"{self.dataset}/{self.backbone}-{self.variant}{phi}-len{self.max_len}-seed{self.seed}"
+        ablation = "" if self.ablation is None else f"-{self.ablation}"
+        return f"{self.dataset}/{self.backbone}-{self.variant}{ablation}{phi}-len{self.max_len}-seed{self.seed}"
 
     def samples_dir(self, root: Path) -> Path:
         return samples_dir(root, self.dataset, self.max_len)
@@ -97,14 +97,31 @@ class Experiment:
 
     @property
     def enabled_datasets(self) -> list[str]:
+        """The `datasets` section's enabled datasets (what Tables 2-4 train on)."""
         return [name for name, d in self.datasets.items() if d.enabled]
 
+    def datasets_of(self, e: ExperimentSpec) -> list[str]:
+        """The datasets one experiment trains on: its κ worlds (the mechanism experiment), else the enabled ones."""
+        return [kappa_dataset(k) for k in e.kappas] if e.kappas else self.enabled_datasets
+
+    @property
+    def all_datasets(self) -> list[str]:
+        """Every dataset an enabled experiment trains on, each once (what ingest and samples build)."""
+        names = [d for e in self.experiments.values() if e.enabled for d in self.datasets_of(e)]
+        return list(dict.fromkeys(self.enabled_datasets + names))
+
+    def kappa_worlds(self) -> list[tuple[str, float]]:
+        """(dataset, κ) of every κ < 1 world an enabled experiment needs (the generate stage writes them)."""
+        worlds = {kappa_dataset(k): k for e in self.experiments.values() if e.enabled for k in e.kappas if k != 1.0}
+        return sorted(worlds.items(), key=lambda w: -w[1])
+
     def max_lens(self, dataset: str, exp: ExperimentSpec) -> tuple[int, ...]:
-        return exp.max_lens or (self.datasets[dataset].max_len,)
+        spec = self.datasets[SYNTHETIC if is_synthetic(dataset) and dataset not in self.datasets else dataset]
+        return exp.max_lens or (spec.max_len,)
 
     def samples_needed(self) -> list[tuple[str, int]]:
         """(dataset, max_len) pairs the enabled experiments train on, in a stable order."""
-        need = {(d, n) for d in self.enabled_datasets for e in self.experiments.values() if e.enabled
+        need = {(d, n) for e in self.experiments.values() if e.enabled for d in self.datasets_of(e)
                 for n in self.max_lens(d, e)}
         return sorted(need)
 
@@ -119,6 +136,13 @@ def load_experiment(path: str | Path = "params.yaml") -> Experiment:
     if not any(e.enabled for e in params.experiments.values()):
         raise MicnError(f"{where}: experiments: none is enabled; set `enabled: true` on one of "
                         f"{', '.join(params.experiments) or 'the experiments (none is listed)'}.")
+    sweeps = [name for name, e in params.experiments.items() if e.enabled and e.kappas]
+    if sweeps and SYNTHETIC not in params.datasets:
+        raise MicnError(f"{where}: experiments.{sweeps[0]} sweeps κ over synthetic worlds, whose max_len is "
+                        f"datasets.{SYNTHETIC}.max_len; add a `{SYNTHETIC}` entry to the datasets section.")
+    if sweeps and params.generate.kappa not in (None, 1.0):
+        raise MicnError(f"{where}: experiments.{sweeps[0]} compares worlds with the default world (κ = 1), but "
+                        f"generate.kappa is {params.generate.kappa}; leave generate.kappa unset for the sweep.")
     return Experiment(datasets=params.datasets, experiments=params.experiments, grid=params.grid,
                       train=params.train, micn=params.micn, samples=params.samples, path=where)
 
@@ -127,22 +151,41 @@ def plan_runs(exp: Experiment) -> list[RunSpec]:
     """Every run the enabled experiments ask for, once, in a stable order (dataset, length, backbone, ...)."""
     asked: dict[tuple, set[str]] = {}
     specs: dict[tuple, RunSpec] = {}
-    for dataset in exp.enabled_datasets:
-        for name, e in exp.experiments.items():
-            if not e.enabled:
-                continue
+    for name, e in exp.experiments.items():
+        if not e.enabled:
+            continue
+        for dataset in exp.datasets_of(e):
             for max_len in exp.max_lens(dataset, e):
-                for backbone in e.backbones:
-                    for variant in e.variants:
-                        phis = e.phis if variant != "control" or e.control_phis is None else e.control_phis
-                        phis = (None,) if variant == "base" else (phis or (exp.micn.phi,))
-                        for phi in phis:
-                            for seed in exp.grid.seeds:
-                                spec = RunSpec(dataset, backbone, variant, max_len, phi, seed)
-                                specs.setdefault(spec.key, spec)
-                                asked.setdefault(spec.key, set()).add(name)
-    order = sorted(specs, key=lambda k: (k[0], k[1], k[2], k[3], -1.0 if k[4] is None else k[4], k[5]))
+                for spec in _cells(exp, e, dataset, max_len):
+                    specs.setdefault(spec.key, spec)
+                    asked.setdefault(spec.key, set()).add(name)
+    order = sorted(specs, key=lambda k: (k[0], k[1], k[2], k[3], k[6], -1.0 if k[4] is None else k[4], k[5]))
     return [dataclasses.replace(specs[k], experiments=tuple(sorted(asked[k]))) for k in order]
+
+
+def train_config(exp: Experiment, spec: RunSpec) -> TrainConfig:
+    """The training settings of a run: the `train` section, with the MICN-only warm-up set to 0
+    for base and control runs (it applies to micn runs only), so that changing it retrains, and
+    records as changed, only the micn runs."""
+    if spec.variant == "micn" or exp.train.micn_warmup_epochs == 0:
+        return exp.train
+    return dataclasses.replace(exp.train, micn_warmup_epochs=0.0)
+
+
+def _cells(exp: Experiment, e: ExperimentSpec, dataset: str, max_len: int):
+    """The runs of one experiment on one dataset and length: backbones x variants x φ x seeds, then
+    the information ablations of the ablated backbones' base runs."""
+    for backbone in e.backbones:
+        for variant in e.variants:
+            phis = e.phis if variant != "control" or e.control_phis is None else e.control_phis
+            phis = (None,) if variant == "base" else (phis or (exp.micn.phi,))
+            for phi in phis:
+                for seed in exp.grid.seeds:
+                    yield RunSpec(dataset, backbone, variant, max_len, phi, seed)
+    for backbone in e.ablation_backbones if e.ablations else ():
+        for ablation in e.ablations:
+            for seed in exp.grid.seeds:
+                yield RunSpec(dataset, backbone, "base", max_len, None, seed, ablation=ablation)
 
 
 def micn_config(exp: Experiment, spec: RunSpec) -> MICNConfig | None:
@@ -165,10 +208,10 @@ def raw_files(raw_dir: Path) -> tuple[list[Path], list[Path]]:
 def check_raw_data(exp: Experiment, raw_root: str | Path = "data/raw") -> None:
     """Every enabled dataset but `synthetic` must have its review and metadata files in raw_root/<name>/."""
     problems = []
-    for name in exp.enabled_datasets:
-        if name == SYNTHETIC:
+    for name in exp.all_datasets:
+        if is_synthetic(name):
             continue
-        folder = Path(raw_root) / name
+        folder = raw_dir(raw_root, name)
         reviews, meta = raw_files(folder)
         if reviews and meta:
             continue

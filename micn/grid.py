@@ -44,8 +44,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from micn.config import ABLATIONS
 from micn.errors import MicnError
-from micn.experiment import Experiment, RunSpec, micn_config
+from micn.experiment import Experiment, RunSpec, micn_config, train_config
 from micn.record import GridInfo, RunRecord, plain_config, read_record, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -54,12 +55,13 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules a run's record depends on (also the `train` stage's code deps in dvc.yaml); the
 # generator is among them because the history-only ceiling (data/ceiling.py) reads the world's
 # public structure from it. Editing the report or ingest does not retrain anything.
-TRAINING_CODE = ("train.py", "record.py", "evaluate.py", "config.py", "models", "nn", "data/dataset.py",
+TRAINING_CODE = ("train.py", "record.py", "evaluate.py", "interests.py", "config.py", "models", "nn", "data/dataset.py",
                  "data/batch.py", "data/oracle.py", "data/ceiling.py", "data/synthetic")
 
-# `<backbone>-<variant>[-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset): the names
-# the grid gives its files. A folder or file not named so was not written by the grid.
-RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|control|micn)(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+")
+# `<backbone>-<variant>[-<ablation>][-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset):
+# the names the grid gives its files. A folder or file not named so was not written by the grid.
+RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|control|micn)(-(%s))?(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+"
+                      % "|".join(ABLATIONS))
 # What training writes into a run's model folder (and the temporary files of its atomic writes).
 MODEL_FILE = re.compile(r"(model|checkpoint)\.(pt|json|tmp)(\.tmp)?")
 
@@ -103,7 +105,7 @@ def signature(spec: RunSpec, exp: Experiment, samples_digest: str) -> str:
     micn = micn_config(exp, spec)
     inputs = {
         "run": {k: v for k, v in dataclasses.asdict(spec).items() if k != "experiments"},
-        "train": dataclasses.asdict(exp.train),
+        "train": dataclasses.asdict(train_config(exp, spec)),
         "micn": None if micn is None else dataclasses.asdict(micn),
         "samples": samples_digest,
         "code": code_hash(),
@@ -150,8 +152,8 @@ def run_one(spec: RunSpec, exp: Experiment, root: str | Path = ".", samples_dige
             record = dataclasses.replace(record, experiments=list(spec.experiments))
             write_record(spec.metrics_path(root), record)
         return GridRun(record, reused=True)
-    run = RunConfig(backbone=spec.backbone, variant=spec.variant, seed=spec.seed, train=exp.train,
-                    micn=micn_config(exp, spec) or exp.micn, dataset=spec.dataset)
+    run = RunConfig(backbone=spec.backbone, variant=spec.variant, seed=spec.seed, train=train_config(exp, spec),
+                    micn=micn_config(exp, spec) or exp.micn, dataset=spec.dataset, ablation=spec.ablation)
     paths = RunPaths(samples_dir=samples, out_dir=spec.model_dir(root), record=spec.metrics_path(root),
                      history=spec.history_path(root))
     grid = GridInfo(run_id=spec.run_id, experiments=tuple(spec.experiments), signature=sig, attempt=attempt,
@@ -172,8 +174,8 @@ def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, a
         run_id=spec.run_id, dataset=spec.dataset, protocol=None, backbone=spec.backbone, variant=spec.variant,
         seed=spec.seed, max_len=spec.max_len, phi=spec.phi, experiments=list(spec.experiments), status="failed",
         error=message, traceback=detail, attempts=attempts, signature=sig,
-        params={"train": plain_config(exp.train), "micn": plain_config(micn), "max_len": spec.max_len},
-        metrics=None)
+        params={"train": plain_config(train_config(exp, spec)), "micn": plain_config(micn), "max_len": spec.max_len},
+        metrics=None, ablation=spec.ablation)
 
 
 def write_failure(spec: RunSpec, root: str | Path, record: RunRecord) -> None:

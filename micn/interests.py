@@ -8,6 +8,7 @@ The MICN paper leaves inspecting the learned interests to future work; this modu
     print(format_interests(users))
     topics = item_topics(samples_dir, samples_dir / "oracle")  # synthetic worlds: item index -> planted topic
     capsule_purity(model, test_split, topics)               # Purity(purity, shuffled, majority, n_users)
+    capsule_evidence(model, valid_split, topics, generator)  # per evaluation: purity, shuffled, overlap
 
 A capsule's nearest items are the items with the largest dot product between the capsule and
 their e_aux (the space MICN's sampled softmax scores in), ids 2 .. n_items − 1; its dominant
@@ -19,6 +20,10 @@ that clustering w.r.t. the planted topics is Σ_capsules max_topic |capsule ∩ 
 baselines on the same users: `shuffled` permutes the assignment within each user (same capsule
 sizes, no relation to the items), `majority` puts every behavior in one cluster. Purity above
 `shuffled` means the routing groups behaviors by topic.
+
+Overlap: for a user's active capsules a, b, |N(a) ∩ N(b)| / n, N the n nearest items of a capsule;
+1.0 means the capsules collapsed into one interest, about 0 that they point at different items.
+`capsule_evidence` gives purity, shuffled and overlap on one routing, for the trainer's evaluations.
 
 Routing logits are random (MIND draws them fresh per forward); pass a seeded `generator` for a
 repeatable picture. Nothing here changes the model.
@@ -41,6 +46,7 @@ from micn.models.micn_aux import MICNAux, MICNConfig
 from micn.models.with_micn import WithMICN, build_with_micn
 
 PADDING_NAMES = ("<pad>", "<oov>")  # item / category indexes 0 and 1
+OVERLAP_NEAREST, OVERLAP_USERS = 5, 2000  # `micn interests`' capsule overlap: nearest items, users
 
 
 @dataclass(frozen=True)
@@ -231,32 +237,162 @@ def capsule_purity(
     was_training = micn.training
     micn.eval()
     rng = np.random.default_rng(shuffle_seed)
-    topic_of = torch.as_tensor(item_topic)
-    scores = {"purity": [], "shuffled": [], "majority": []}
+    scores: dict[str, list[np.ndarray]] = {"purity": [], "shuffled": [], "majority": []}
     batches = data.batches(batch_size) if hasattr(data, "batches") else data
     try:
         for batch in batches:
             rows = (batch.label > 0.5).nonzero().squeeze(1)
             batch = Batch(**{f: getattr(batch, f)[rows] for f in Batch.__dataclass_fields__})
             routing = micn.interests(batch, generator)
-            owner = routing.weights.argmax(dim=1).cpu()  # (B, T)
-            n_active = routing.active.sum(dim=1).cpu()  # (B,)
-            T = batch.hist_items.shape[1]
-            real = torch.arange(T).unsqueeze(0) >= (T - batch.hist_len.cpu()).unsqueeze(1)  # (B, T)
-            topics = topic_of[batch.hist_items.cpu().clamp(max=len(topic_of) - 1)]  # (B, T)
-            keep = real & (topics >= 0)
-            for b in (n_active >= min_interests).nonzero().squeeze(1).tolist():
-                a, t = owner[b][keep[b]].numpy(), topics[b][keep[b]].numpy()
-                if len(t) == 0:
-                    continue
-                scores["purity"].append(cluster_purity(a, t))
-                scores["shuffled"].append(cluster_purity(rng.permutation(a), t))
-                scores["majority"].append(np.bincount(t).max() / len(t))
+            users = (routing.active.sum(dim=1) >= min_interests).cpu().numpy()  # (B,)
+            for key, values in _user_purities(routing, batch, item_topic, users, rng).items():
+                scores[key].append(values)
     finally:
         micn.train(was_training)
-    n = len(scores["purity"])
-    mean = {k: float(np.mean(v)) if n else float("nan") for k, v in scores.items()}
+    per_user = {k: np.concatenate(v) if v else np.zeros(0) for k, v in scores.items()}
+    n = len(per_user["purity"])
+    mean = {k: float(np.mean(v)) if n else float("nan") for k, v in per_user.items()}
     return Purity(mean["purity"], mean["shuffled"], mean["majority"], n)
+
+
+def _user_purities(routing, batch: Batch, item_topic: np.ndarray, users: np.ndarray,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per user (rows of `batch` where `users` is true and at least one real behavior has a known
+    topic, in row order): purity of the capsule clusters, of the same clusters shuffled within the
+    user (one `rng.permutation` per user, in row order), and of one cluster (majority topic).
+
+    Each behavior belongs to the capsule holding most of its routing weight; purity is
+    Σ_capsules max_topic |capsule ∩ topic| / n, exactly `cluster_purity` per user, counted at once."""
+    owner = routing.weights.argmax(dim=1).cpu().numpy()  # (B, T), capsule holding most of each behavior
+    T = batch.hist_items.shape[1]
+    real = (np.arange(T)[None, :] >= (T - batch.hist_len.cpu().numpy())[:, None])  # (B, T)
+    topic_of = np.asarray(item_topic)
+    topics = topic_of[np.minimum(batch.hist_items.cpu().numpy(), len(topic_of) - 1)]  # (B, T)
+    keep = real & (topics >= 0)
+    rows = np.flatnonzero(users & keep.any(axis=1))
+    if not len(rows):
+        return {"purity": np.zeros(0), "shuffled": np.zeros(0), "majority": np.zeros(0)}
+    owner, topics, keep = owner[rows], topics[rows], keep[rows]
+    shuffled = owner.copy()
+    for b in range(len(rows)):  # a permutation of each user's own assignment: same capsule sizes
+        shuffled[b, keep[b]] = rng.permutation(owner[b, keep[b]])
+    _, topic = np.unique(topics[keep], return_inverse=True)  # topics as 0 .. n_topics − 1
+    n_topics, K = int(topic.max()) + 1, routing.weights.shape[1]
+    user = np.broadcast_to(np.arange(len(rows))[:, None], keep.shape)[keep]
+    n = keep.sum(axis=1)
+
+    def purity(assignment: np.ndarray) -> np.ndarray:
+        counts = np.bincount((user * K + assignment[keep]) * n_topics + topic, minlength=len(rows) * K * n_topics)
+        return counts.reshape(len(rows), K, n_topics).max(axis=2).sum(axis=1) / n
+
+    majority = np.bincount(user * n_topics + topic, minlength=len(rows) * n_topics).reshape(len(rows), n_topics)
+    return {"purity": purity(owner), "shuffled": purity(shuffled), "majority": majority.max(axis=1) / n}
+
+
+EVIDENCE_KEYS = ("capsule_purity", "capsule_purity_shuffled", "capsule_overlap")
+
+
+@torch.no_grad()
+def capsule_evidence(
+    model: nn.Module, data, item_topic: np.ndarray, generator: torch.Generator, batch_size: int = 4096,
+    nearest: int = 5, max_users: int = 2000,
+) -> dict[str, float | None]:
+    """Evidence, per evaluation, that MICN's capsules hold distinct interests (synthetic data).
+
+    Users: the first `max_users` positive rows of `data` (a SampleSet, file order) with at least 2
+    active capsules. Returns
+      capsule_purity           mean purity of the users' capsule clusters vs the planted topics
+                               (`item_topic`, item index -> topic, −1 unknown), as `capsule_purity`;
+      capsule_purity_shuffled  the same clusters permuted within each user (same capsule sizes);
+      capsule_overlap          mean over users of the mean over pairs (a, b) of the user's active
+                               capsules of |N(a) ∩ N(b)| / nearest, N(a) the `nearest` items (ids
+                               2 .. n_items − 1) with the largest inner product with capsule a over
+                               the whole e_aux table: 1.0 collapsed capsules, about 0 distinct ones.
+    A value is None when no user qualifies (purity also needs a behavior of known topic).
+
+    Reads MICN through `interests(batch, generator)` (its capsules after the tower, their routing
+    weights and active mask, from one routing) and `item_table()`. The routing logits and the
+    shuffle come from `generator` only (on the model's device; never MICN's training generator,
+    never the global RNG), every module's train/eval mode is restored, and no weight changes.
+    """
+    result, _ = _capsule_evidence(model, data, item_topic, generator, batch_size, nearest, max_users)
+    return result
+
+
+def _capsule_evidence(model, data, item_topic, generator, batch_size, nearest, max_users):
+    micn = _micn_of(model)
+    if micn.generator is not None and generator is micn.generator:
+        raise ValueError("capsule_evidence needs an evaluation generator, not MICN's training generator: drawing "
+                         "from it would change the training run's routing logits and negatives")
+    if nearest < 1 or max_users < 1:
+        raise ValueError(f"nearest ({nearest}) and max_users ({max_users}) must be >= 1")
+    device = micn.item_category.device
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        # one draw of the given generator seeds the shuffle: deterministic, and no other RNG is touched
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+        rng = np.random.default_rng(seed)
+        positive = torch.nonzero(data.label > 0).squeeze(1)
+        scores: dict[str, list[np.ndarray]] = {"purity": [], "shuffled": []}
+        vectors, active, n_users = [], [], 0
+        for start in range(0, len(positive), batch_size):
+            if n_users >= max_users:
+                break
+            batch = data.batch(positive[start:start + batch_size]).to(device)
+            routing = micn.interests(batch, generator)
+            users = (routing.active.sum(dim=1) >= 2).cpu().numpy()  # (B,)
+            users &= np.cumsum(users) <= max_users - n_users  # the first max_users of them
+            n_users += int(users.sum())
+            for key, values in _user_purities(routing, batch, item_topic, users, rng).items():
+                if key in scores:
+                    scores[key].append(values)
+            rows = torch.as_tensor(np.flatnonzero(users), device=device)
+            vectors.append(routing.capsules[rows])  # (u, K, D)
+            active.append(routing.active[rows])  # (u, K)
+        overlap = _overlap(torch.cat(vectors), torch.cat(active), micn.item_table(), nearest) if n_users else None
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    purity = {k: np.concatenate(v) for k, v in scores.items()}
+    has_purity = bool(n_users) and len(purity["purity"]) > 0
+    return {"capsule_purity": float(np.mean(purity["purity"])) if has_purity else None,
+            "capsule_purity_shuffled": float(np.mean(purity["shuffled"])) if has_purity else None,
+            "capsule_overlap": overlap}, n_users
+
+
+def capsule_overlap(vectors: torch.Tensor, active: torch.Tensor, table: torch.Tensor, nearest: int = 5) -> float:
+    """Mean over users of the mean over pairs of active capsules of |N(a) ∩ N(b)| / nearest.
+
+    vectors (U, K, D) interest vectors, active (U, K) bool, table (I, D) item embeddings by index
+    (rows 0 and 1, padding and OOV, are never nearest). Users with fewer than 2 active capsules
+    have no pair and are left out; NaN when no user has a pair."""
+    value = _overlap(vectors, active.bool(), table, nearest)
+    return float("nan") if value is None else value
+
+
+def _overlap(vectors: torch.Tensor, active: torch.Tensor, table: torch.Tensor, nearest: int) -> float | None:
+    U, K, _ = vectors.shape
+    n_items = table.shape[0]
+    n = min(nearest, n_items - 2)
+    if n < 1:
+        raise ValueError(f"the item table has {n_items} rows: no item besides padding and OOV to be nearest")
+    table = table.to(vectors.dtype)
+    chunk = max(1, 2**24 // max(1, K * n_items))  # users per chunk: scores of at most 16 M floats at once
+    tops = []
+    for start in range(0, U, chunk):
+        scores = torch.einsum("ukd,id->uki", vectors[start:start + chunk], table)  # (u, K, I)
+        scores[..., :2] = float("-inf")  # padding and OOV are not items
+        tops.append(scores.topk(n, dim=-1).indices)  # (u, K, n), distinct items per capsule
+    top = torch.cat(tops)  # (U, K, n)
+    shared = (top[:, :, None, :, None] == top[:, None, :, None, :]).sum(dim=(-1, -2))  # (U, K, K) = |N(a) ∩ N(b)|
+    pairs = active[:, :, None] & active[:, None, :] & torch.ones(K, K, dtype=torch.bool, device=top.device).triu(1)
+    n_pairs = pairs.sum(dim=(1, 2))  # (U,)
+    users = n_pairs > 0
+    if not bool(users.any()):
+        return None
+    per_user = (shared * pairs).sum(dim=(1, 2))[users].double() / (n_pairs[users].double() * n)
+    return float(per_user.mean())
 
 
 def describe_user(run_dir: str | Path, user_id: str, samples_dir: str | Path | None = None, items_shown: int = 5,
@@ -288,9 +424,15 @@ def describe_user(run_dir: str | Path, user_id: str, samples_dir: str | Path | N
                         "give a raw reviewerID of this dataset.")
     if fmap.get("oracle") is not None:  # synthetic data: the samples carry the world's ground truth
         test = SampleSet.from_parquet(samples_dir / "test.parquet", fmap)
-        p = capsule_purity(model, test, item_topics(samples_dir, samples_dir / fmap["oracle"]), generator=generator)
+        topics = item_topics(samples_dir, samples_dir / fmap["oracle"])
+        p = capsule_purity(model, test, topics, generator=generator)
         report.append(f"capsule purity vs planted topics over {p.n_users} test users with >= 2 interests: "
                       f"{p.purity:.3f} (shuffled assignment {p.shuffled:.3f}, one cluster {p.majority:.3f})")
+        evidence, n_users = _capsule_evidence(model, test, topics, generator, 4096, OVERLAP_NEAREST, OVERLAP_USERS)
+        if evidence["capsule_overlap"] is not None:
+            report.append(f"capsule overlap, share of the {OVERLAP_NEAREST} nearest items two capsules of a user have "
+                          f"in common, over the first {n_users} test users with >= 2 interests: "
+                          f"{evidence['capsule_overlap']:.3f} (1.0: collapsed capsules, about 0: distinct interests)")
     return "\n".join(report)
 
 

@@ -28,17 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from micn.config import VARIANTS  # "base" | "control" | "micn": one tuple for params, records and the CLI
+from micn.config import ABLATIONS, VARIANTS  # VARIANTS: "base" | "control" | "micn": one tuple for params, records and the CLI
 from micn.errors import MicnError
 
 STATUSES = ("ok", "failed")
 # The test metrics, then the evidence that the auxiliary tasks learned (issue 11 §2, §5), None
 # where it does not apply: history_only_auc on synthetic data only; micn_recall and grad_ratio
-# on micn runs only; popularity_recall beside micn_recall; dien_aux on DIEN runs only.
+# on micn runs only; popularity_recall beside micn_recall; dien_aux on DIEN runs only;
+# capsule_purity (vs the planted topics), capsule_purity_shuffled (its baseline) and
+# capsule_overlap (share of nearest items a user's capsules have in common, 1 = collapsed) on micn
+# runs on synthetic data only (`micn.interests.capsule_evidence`). Absent in older records.
 METRIC_KEYS = ("auc", "gauc", "logloss", "oracle_auc", "valid_auc",
-               "history_only_auc", "micn_recall", "popularity_recall", "dien_aux", "grad_ratio")
+               "history_only_auc", "micn_recall", "popularity_recall", "dien_aux", "grad_ratio",
+               "capsule_purity", "capsule_purity_shuffled", "capsule_overlap")
 PROBABILITIES = ("auc", "gauc", "oracle_auc", "valid_auc", "history_only_auc", "micn_recall",
-                 "popularity_recall")  # metrics that must lie in [0, 1]
+                 "popularity_recall", "capsule_purity", "capsule_purity_shuffled",
+                 "capsule_overlap")  # metrics that must lie in [0, 1]
 REQUIRED_METRICS = ("auc", "gauc", "logloss")  # an ok run always has these; oracle_auc is None on real data
 
 
@@ -76,18 +81,22 @@ class RunRecord:
     metrics: dict | None  # {METRIC_KEYS: value or None}; None when failed
     epochs: int | None = None
     best_epoch: int | None = None
+    best_step: int | None = None  # optimizer step of the selected evaluation; None in older records
     train_seconds: float | None = None
     samples_per_s: float | None = None
     device: str | None = None
     git_revision: str | None = None
     started: str | None = None
     finished: str | None = None
+    kappa: float | None = None  # the synthetic world's interest signal κ (1 = the default world); None on real data
+    ablation: str | None = None  # the information ablation of the inputs (mechanism experiment), None = none
 
 
 # The key order of the JSON file: the order the untyped records had, so old and new files diff cleanly.
 JSON_ORDER = ("dataset", "protocol", "backbone", "variant", "seed", "params", "metrics", "epochs", "best_epoch",
-              "train_seconds", "samples_per_s", "device", "git_revision", "started", "finished", "run_id", "max_len",
-              "phi", "experiments", "status", "error", "traceback", "attempts", "signature")
+              "best_step", "train_seconds", "samples_per_s", "device", "git_revision", "started", "finished",
+              "run_id", "max_len", "phi", "experiments", "status", "error", "traceback", "attempts", "signature",
+              "kappa", "ablation")
 assert set(JSON_ORDER) == {f.name for f in dataclasses.fields(RunRecord)}, "JSON_ORDER must list every field once"
 REQUIRED_KEYS = ("dataset", "backbone", "variant", "seed", "status", "params", "metrics")
 
@@ -141,11 +150,14 @@ def _check(r: RunRecord, where: str | Path) -> None:
     need_field(r.protocol is None or isinstance(r.protocol, str), "protocol", "expected a string or null")
     need_field(r.max_len is None or (_is_int(r.max_len) and r.max_len >= 1), "max_len", "expected an integer >= 1 or null")
     need_field(r.phi is None or (_is_number(r.phi) and 0.0 <= r.phi <= 1.0), "phi", "expected a number in [0, 1] or null")
+    need_field(r.kappa is None or (_is_number(r.kappa) and 0.0 <= r.kappa <= 1.0), "kappa",
+               "expected a number in [0, 1] or null")
+    need_field(r.ablation is None or r.ablation in ABLATIONS, "ablation", f"expected one of {', '.join(ABLATIONS)} or null")
     need_field(isinstance(r.experiments, list) and all(isinstance(e, str) for e in r.experiments), "experiments",
                "expected a list of experiment names")
     need_field(_is_int(r.attempts) and r.attempts >= 1, "attempts", "expected an integer >= 1")
     need_field(isinstance(r.params, Mapping), "params", "expected an object {train, micn, max_len, samples_seed}")
-    for key in ("epochs", "best_epoch"):
+    for key in ("epochs", "best_epoch", "best_step"):
         value = getattr(r, key)
         need(value is None or (_is_int(value) and value >= 0), key, value, "expected an integer >= 0 or null")
     for key in ("train_seconds", "samples_per_s"):
@@ -256,17 +268,20 @@ def read_records(paths: Iterable[str | Path]) -> list[RunRecord]:
 
 @dataclass
 class TrainingState:
-    """Where a run stands after an epoch: the plain-data part of `checkpoint.pt`.
+    """Where a run stands after an epoch (or after early stopping): the plain-data part of `checkpoint.pt`.
 
     The tensors (model, optimizer, best weights, MICN's RNG state) sit beside it in the
     checkpoint; `to_plain`/`from_plain` keep this part to dicts, lists, str, int, float and None,
     which `torch.load(..., weights_only=True)` accepts."""
 
-    epoch: int = 0  # last finished epoch (0: none yet)
+    epoch: int = 0  # last finished epoch (0: none yet); the epoch it stopped in when `stopped`
+    step: int = 0  # optimizer steps taken so far
     best_auc: float = float("-inf")  # best validation AUC so far
-    best_epoch: int = 0
-    bad_epochs: int = 0  # epochs since the best one (early stopping)
-    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    best_epoch: int = 0  # the epoch of the best evaluation
+    best_step: int = 0  # the optimizer step of the best evaluation
+    bad_evals: int = 0  # selectable evaluations since the best one (early stopping)
+    stopped: bool = False  # early stopping ended the run
+    history: list[dict] = field(default_factory=list)  # one row per evaluation
     signature: str = ""  # hash of everything the run depends on: a checkpoint of another run is never resumed
 
     def to_plain(self) -> dict[str, Any]:

@@ -3,24 +3,28 @@
     run = RunConfig(backbone="din", variant="micn", seed=1, train=TrainConfig(), micn=MICNConfig())
     train(run, RunPaths(samples_dir, out_dir)) -> RunRecord (micn/record.py)
 
-The loop: Adam; one pass over the shuffled training split per epoch; after each epoch the
-validation AUC decides the best state (never the test split — the DIN and DIEN reference code
-selected on test, we do not) and early stopping. The loss is assembled here, not in the models:
-BCE on the logits plus each named auxiliary loss times its weight.
+The loop: Adam; one pass over the shuffled training split per epoch; `train.evals_per_epoch`
+times an epoch (evenly spaced, the last at its end) the validation AUC decides the best state
+(never the test split — the DIN and DIEN reference code selected on test, we do not) and early
+stopping (`patience` evaluations without improvement). Why several per epoch: on the default world
+the backbones peak after 1–1.2 passes over the data and memorise the training rows from the second
+on (docs/findings/2026-12-01-training-regime). The loss is assembled here, not in the models: BCE
+on the logits plus each named auxiliary loss times its weight. A MICN run may start with a warm-up
+of L_micn alone (`train.micn_warmup_epochs`), whose evaluations are recorded but never selected.
 
 Training reads only its samples directory: the splits, `feature_map.json` and, for the oracle
 AUC, what the samples stage writes beside them (`micn.evaluate.oracle_auc`). It never opens the
 warehouse or the raw folder, so it runs from any working directory.
 
-Checkpoints: after every epoch `checkpoint.pt` holds the model, optimizer, best weights, MICN's
+Checkpoints: after every epoch (and when early stopping ends the run) `checkpoint.pt` holds the model, optimizer, best weights, MICN's
 RNG state and the `TrainingState` (tensors and plain data only: it is read back with
 `torch.load(..., weights_only=True)`, so a crafted file cannot run code). An interrupted run
 started again with the same arguments continues from its last finished epoch and ends, on CPU,
 exactly where an uninterrupted run would (the shuffling order of epoch e is drawn from a
 generator seeded by (seed, e), and MICN's generator is restored).
 
-Outputs: the run record (`RunPaths.record`, default `out_dir/metrics.json`), the per-epoch history
-(`RunPaths.history`, default `out_dir/history.json`), `out_dir/model.pt` (best weights with the
+Outputs: the run record (`RunPaths.record`, default `out_dir/metrics.json`), the per-evaluation
+history (`RunPaths.history`, default `out_dir/history.json`), `out_dir/model.pt` (best weights with the
 backbone, configs and feature map as plain data) and `out_dir/checkpoint.pt`.
 """
 
@@ -49,7 +53,7 @@ from tqdm.auto import tqdm
 from micn import evaluate
 from micn.data.dataset import SampleSet, load_feature_map
 from micn.errors import MicnError
-from micn.config import SEED_MAX, MICNConfig, TrainConfig
+from micn.config import ABLATIONS, SEED_MAX, MICNConfig, TrainConfig
 from micn.evaluate import ctr_metrics, oracle_auc
 from micn.models import BACKBONES, build_backbone
 from micn.models.with_micn import WithMICN, build_with_micn, item_categories_of
@@ -176,7 +180,9 @@ class Retrieval:
     Recall@K of ranking every item by its training popularity, on the same users.
 
     The users are the validation split's positive rows with a non-empty history and a target in
-    the training vocabulary (an out-of-vocabulary target can be retrieved by no model);
+    the training vocabulary (an out-of-vocabulary target can be retrieved by no model), at most
+    `max_users` of them, evenly spaced in file order (2,000: every user of the default world, a
+    tenth of Electronics');
     popularity is each item's number of clicks in the training split (positive targets and the
     real history positions of positive rows)."""
 
@@ -186,9 +192,11 @@ class Retrieval:
     k: int
 
     @classmethod
-    def of(cls, train_split: SampleSet, valid: SampleSet, n_items: int, k: int) -> Retrieval:
+    def of(cls, train_split: SampleSet, valid: SampleSet, n_items: int, k: int, max_users: int = 2000) -> Retrieval:
         keep = (valid.label == 1) & (valid.hist_len > 0) & (valid.item >= 2)
         rows = torch.nonzero(keep).squeeze(1)  # (U,)
+        if len(rows) > max_users:  # evenly spaced, deterministic: Recall@K's cost stays flat at scale
+            rows = rows[torch.linspace(0, len(rows) - 1, max_users).round().long().unique()]
         positive = train_split.label == 1
         T = train_split.max_len
         real = torch.arange(T).unsqueeze(0) >= (T - train_split.hist_len.long()).unsqueeze(1)  # (N, T)
@@ -233,9 +241,16 @@ def _history_only_auc(test: SampleSet, fmap: dict, samples_dir: Path) -> float |
     return None if ceiling is None else ceiling(test, fmap, samples_dir)
 
 
-def _at_best(history: list[dict], best_epoch: int, key: str) -> float | None:
-    """`key` of the selected epoch's history row (the evidence at the checkpoint that is kept)."""
-    row = next((r for r in history if r.get("epoch") == best_epoch), None)
+# record metric -> the history column it is read from, at the selected evaluation
+EVIDENCE_COLUMNS = {"micn_recall": "valid_micn_recall", "popularity_recall": "valid_popularity_recall",
+                    "dien_aux": "valid_dien_aux", "grad_ratio": "train_grad_ratio",
+                    "capsule_purity": "valid_capsule_purity", "capsule_purity_shuffled": "valid_capsule_purity_shuffled",
+                    "capsule_overlap": "valid_capsule_overlap"}
+
+
+def _at_best(history: list[dict], best_step: int, key: str) -> float | None:
+    """`key` of the selected evaluation's history row (the evidence at the checkpoint that is kept)."""
+    row = next((r for r in history if r.get("step") == best_step and not r.get("warmup")), None)
     return None if row is None else row.get(key)
 
 
@@ -252,6 +267,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     micn: MICNConfig = field(default_factory=MICNConfig)
     dataset: str | None = None  # when given, must match the samples' feature map
+    ablation: str | None = None  # an information ablation of the model's inputs (micn.config.ABLATIONS), base runs only
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -259,6 +275,9 @@ class RunConfig:
         if self.variant not in VARIANTS:
             raise MicnError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)} "
                             "(micn adds the MICN auxiliary task; control the same width without it).")
+        if self.ablation is not None and (self.ablation not in ABLATIONS or self.variant != "base"):
+            raise MicnError(f"ablation {self.ablation!r}: choose one of {', '.join(ABLATIONS)}, on a base run "
+                            f"(got variant {self.variant!r}).")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= SEED_MAX:
             raise MicnError(f"seed must be an integer in [0, {SEED_MAX}] (a signed 64-bit seed), got {self.seed!r}.")
 
@@ -321,6 +340,8 @@ def train(
     generators), so parallel runs in threads give the same results as sequential ones."""
     cfg, micn = run.train, run.micn_config
     fmap, splits = load_splits(paths.samples_dir, run.dataset)
+    test_rows = splits["test"]  # the ceilings score the world's real ids, whatever the model is shown
+    splits = {name: split.ablated(run.ablation) for name, split in splits.items()}
     _make_dir(paths.out_dir)
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -341,37 +362,30 @@ def train(
     grad_ratio = run.has_micn and _measures_grads(model)
     retrieval = Retrieval.of(splits["train"], splits["valid"], fmap["n_items"], micn.retrieval_k) if run.has_micn else None
     started = datetime.now(timezone.utc)
+    loop = _Loop(model=model, optimizer=optimizer, data=splits["train"], valid=splits["valid"], cfg=cfg, seed=run.seed,
+                 device=device, loss_fn=loss_fn, aux_weights=aux_weights, progress=progress, grad_ratio=grad_ratio,
+                 retrieval=retrieval, capsules=_capsule_probe(run, fmap, paths.samples_dir),
+                 warmup=_warmup_steps(cfg, splits["train"], run.has_micn), state=state, best_state=best_state)
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
-        if state.bad_epochs > cfg.patience:  # early stopping (also when resuming a stopped run)
+        if state.stopped:  # early stopping (also when resuming a stopped run)
             break
-        row = _train_epoch(model, optimizer, splits["train"], cfg, run.seed, epoch, device, loss_fn, aux_weights,
-                           progress, grad_ratio)
-        row.update({f"valid_{k}": v for k, v in evaluate_split(model, splits["valid"], cfg.eval_batch_size, device).items()})
-        if retrieval is not None:
-            row.update({f"valid_{k}": v for k, v in retrieval.measure(model, splits["valid"], cfg.eval_batch_size,
-                                                                        device).items()})
-        state.history.append(row)
-        if row["valid_auc"] > state.best_auc:
-            state.best_auc, state.best_epoch, state.bad_epochs = row["valid_auc"], epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            state.bad_epochs += 1
+        loop.run_epoch(epoch)
         state.epoch = epoch
-        _save_checkpoint(paths.checkpoint, model, optimizer, state, best_state)
+        _save_checkpoint(paths.checkpoint, model, optimizer, state, loop.best_state)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
+            on_epoch_end(epoch, state.history[-1])
+    best_state = loop.best_state
 
     model.load_state_dict(best_state)
     test = splits["test"]
     metrics = ctr_metrics(test.user_ids, test.label.numpy(), predict(model, test, cfg.eval_batch_size, device))
-    metrics["oracle_auc"] = oracle_auc(test, fmap, paths.samples_dir)
+    metrics["oracle_auc"] = oracle_auc(test_rows, fmap, paths.samples_dir)
     metrics["valid_auc"] = state.best_auc
-    metrics["history_only_auc"] = _history_only_auc(test, fmap, paths.samples_dir)
-    for key, column in (("micn_recall", "valid_micn_recall"), ("popularity_recall", "valid_popularity_recall"),
-                        ("dien_aux", "valid_dien_aux"), ("grad_ratio", "train_grad_ratio")):
-        metrics[key] = _at_best(state.history, state.best_epoch, column)
-    record = _record(run, fmap, grid, state, metrics, str(device), started)
+    metrics["history_only_auc"] = _history_only_auc(test_rows, fmap, paths.samples_dir)
+    for key, column in EVIDENCE_COLUMNS.items():
+        metrics[key] = _at_best(state.history, state.best_step, column)
+    record = _record(run, fmap, grid, state, metrics, str(device), started, world_kappa(fmap, paths.samples_dir))
     _save_tensors(paths.model, {"model": best_state, "backbone": run.backbone, "variant": run.variant,
                                 "config": dataclasses.asdict(cfg), "micn": None if micn is None else dataclasses.asdict(micn),
                                 "feature_map": fmap, "samples_dir": str(paths.samples_dir.resolve())}, "model file")
@@ -380,8 +394,23 @@ def train(
     return record
 
 
+def world_kappa(fmap: dict, samples_dir: Path) -> float | None:
+    """The interest signal κ of the synthetic world behind these samples (its `world.json`, copied
+    into the samples' `oracle/`; a world written without the key has κ = 1); None on real data."""
+    if fmap.get("oracle") is None:
+        return None
+    path = Path(samples_dir) / fmap["oracle"] / "world.json"
+    try:
+        kappa = json.loads(path.read_text()).get("profile_params", {}).get("kappa", 1.0)
+    except (OSError, ValueError, AttributeError) as e:
+        raise MicnError(f"{path}: cannot read the synthetic world's summary ({e}); rebuild the samples.") from None
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, float)) or not 0.0 <= kappa <= 1.0:
+        raise MicnError(f"{path}: profile_params.kappa = {kappa!r} is not a number in [0, 1]; rebuild the samples.")
+    return float(kappa)
+
+
 def _record(run: RunConfig, fmap: dict, grid: GridInfo | None, state: TrainingState, metrics: dict, device: str,
-            started: datetime) -> RunRecord:
+            started: datetime, kappa: float | None = None) -> RunRecord:
     """The run record of a finished run (status ok)."""
     micn, history = run.micn_config, state.history
     seconds = sum(r["seconds"] for r in history)
@@ -403,14 +432,17 @@ def _record(run: RunConfig, fmap: dict, grid: GridInfo | None, state: TrainingSt
         params={"train": plain_config(run.train), "micn": plain_config(micn), "max_len": fmap["max_len"],
                 "samples_seed": fmap.get("seed")},
         metrics=metrics,
-        epochs=len(history),
+        epochs=state.epoch,
         best_epoch=state.best_epoch,
+        best_step=state.best_step,
         train_seconds=round(seconds, 3),
         samples_per_s=round(sum(r["samples"] for r in history) / max(seconds, 1e-9), 1),
         device=device,
         git_revision=_git_revision(),
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        kappa=kappa,
+        ablation=run.ablation,
     )
 
 
@@ -418,7 +450,7 @@ def _signature(run: RunConfig, fmap: dict, grid: GridInfo | None) -> str:
     """Hash of everything a checkpoint must share with this run to be resumed by it."""
     micn = run.micn_config
     inputs = {"backbone": run.backbone, "variant": run.variant, "seed": run.seed, "config": dataclasses.asdict(run.train),
-              "micn": None if micn is None else dataclasses.asdict(micn),
+              "micn": None if micn is None else dataclasses.asdict(micn), "ablation": run.ablation,
               "samples": {k: fmap.get(k) for k in ("dataset", "protocol", "seed", "max_len", "n_users", "n_items",
                                                    "n_categories", "counts")},
               "run": grid.signature if grid else None}  # the grid's hash of code + samples + settings
@@ -432,49 +464,167 @@ def _make_dir(path: Path) -> None:
         raise MicnError(f"{path}: cannot create the run directory ({os_reason(e)}).") from None
 
 
-def _train_epoch(model, optimizer, data: SampleSet, cfg: TrainConfig, seed: int, epoch: int, device, loss_fn,
-                 aux_weights: dict[str, float], progress: bool, grad_ratio: bool = False) -> dict:
-    """One pass over `data`; the row of the history (train_* means over the epoch's steps). With
-    `grad_ratio`, also the mean over steps of ‖∇_main e_aux‖ / ‖∇_micn e_aux‖ (`train_grad_ratio`),
-    read from the model's gradient hooks after each backward: it reads gradients, never changes them."""
-    model.train()
-    ratios: list[float] = []
-    # The order of epoch e, resumable. Modulo 2^64 (torch's seed range) changes nothing for seeds
-    # below ~1.8e13 and keeps the largest seeds (up to SEED_MAX) valid.
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
-    sums: dict[str, float] = {"loss": 0.0}
-    n_batches = 0
-    t0 = time.perf_counter()
-    bar = tqdm(data.batches(cfg.batch_size, shuffle=True, generator=generator), total=data.num_batches(cfg.batch_size),
-               desc=f"epoch {epoch}", disable=not progress, leave=False, unit="batch")
-    for batch in bar:
-        batch = batch.to(device)
-        out = model(batch)
-        loss = loss_fn(out.logits, batch.label)
+def _warmup_steps(cfg: TrainConfig, data: SampleSet, has_micn: bool) -> int:
+    """Optimizer steps of the MICN-only warm-up (0 for base and control runs), checked to leave
+    selectable steps in the budget."""
+    if not has_micn or cfg.micn_warmup_epochs == 0:
+        return 0
+    per_epoch = data.num_batches(cfg.batch_size)
+    steps = round(cfg.micn_warmup_epochs * per_epoch)
+    if steps >= cfg.epochs * per_epoch:
+        raise MicnError(f"train.micn_warmup_epochs = {cfg.micn_warmup_epochs:g} leaves no step of the "
+                        f"{cfg.epochs} epochs (train.epochs) for joint training; make it smaller than train.epochs.")
+    return steps
+
+
+def _capsule_probe(run: RunConfig, fmap: dict, samples_dir: Path) -> Callable | None:
+    """A function (model, valid split, device) -> capsule purity / overlap evidence of a MICN run
+    on synthetic data (the samples carry the planted topics), else None."""
+    if not run.has_micn or fmap.get("oracle") is None:
+        return None
+    from micn import interests
+
+    evidence = getattr(interests, "capsule_evidence", None)
+    if evidence is None:
+        return None
+    topics = interests.item_topics(samples_dir, samples_dir / fmap["oracle"])
+
+    def probe(model: nn.Module, data: SampleSet, device: torch.device) -> dict[str, float]:
+        generator = torch.Generator(device=device).manual_seed(EVAL_SEED)
+        return evidence(model, data, topics, generator)
+
+    return probe
+
+
+def evaluation_points(n_batches: int, evals_per_epoch: int) -> set[int]:
+    """Batch counts within an epoch after which validation runs: evenly spaced, the last at the
+    epoch's end (fewer when the epoch has fewer batches than evaluations)."""
+    return {max(1, round(j * n_batches / evals_per_epoch)) for j in range(1, evals_per_epoch + 1)}
+
+
+@dataclass
+class _Loop:
+    """The optimisation of one run: epochs of Adam steps with validation `evals_per_epoch` times
+    an epoch; the state (`TrainingState`) and the best weights are updated in place."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    data: SampleSet
+    valid: SampleSet
+    cfg: TrainConfig
+    seed: int
+    device: torch.device
+    loss_fn: nn.Module
+    aux_weights: dict[str, float]
+    progress: bool
+    grad_ratio: bool
+    retrieval: Retrieval | None
+    capsules: Callable | None
+    warmup: int  # steps of the MICN-only warm-up
+    state: TrainingState
+    best_state: dict
+
+    def run_epoch(self, epoch: int) -> None:
+        """One pass over the shuffled training split, stopping early when patience runs out. The
+        order of epoch e is drawn from a generator seeded by (seed, e), so a resumed run replays
+        it exactly (modulo 2^64, torch's seed range: no change for seeds below ~1.8e13)."""
+        cfg, state = self.cfg, self.state
+        self.model.train()
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
+        n_batches = self.data.num_batches(cfg.batch_size)
+        marks = evaluation_points(n_batches, cfg.evals_per_epoch)
+        window = _Window()
+        bar = tqdm(self.data.batches(cfg.batch_size, shuffle=True, generator=generator), total=n_batches,
+                   desc=f"epoch {epoch}", disable=not self.progress, leave=False, unit="batch")
+        for i, batch in enumerate(bar, 1):
+            self._step(batch.to(self.device), window)
+            if self.progress and i % 20 == 0:
+                bar.set_postfix(loss=f"{window.mean('loss'):.4f}", samples_s=f"{window.rate():,.0f}")
+            if i in marks:
+                self._evaluate(epoch, window)
+                window = _Window()
+                if state.stopped:
+                    break
+
+    def _step(self, batch, window: _Window) -> None:
+        """One Adam step. During the warm-up only L_micn is in the loss (BCE and DIEN's aux loss
+        are left out, so their parameters get no gradient and Adam leaves them untouched)."""
+        warm = self.state.step < self.warmup
+        out = self.model(batch)
+        loss = None if warm else self.loss_fn(out.logits, batch.label)
         for name, aux in out.aux_losses.items():
-            if name not in aux_weights:
+            if name not in self.aux_weights:
                 raise MicnError(f"the model returned an auxiliary loss {name!r} with no weight in the train config")
-            loss = loss + aux_weights[name] * aux
-            sums[name] = sums.get(name, 0.0) + aux.item()
-        optimizer.zero_grad(set_to_none=True)
+            window.add(name, aux.item())
+            if warm and name != "micn":
+                continue
+            term = self.aux_weights[name] * aux
+            loss = term if loss is None else loss + term
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if grad_ratio:
-            norms = model.grad_norms()  # (main, micn) of this backward, or None
+        if self.grad_ratio and not warm:  # the ratio reads gradients, never changes them
+            norms = self.model.grad_norms()  # (main, micn) of this backward, or None
             if norms is not None and norms[1] > 0:
-                ratios.append(norms[0] / norms[1])
-        optimizer.step()
-        sums["loss"] += loss.item()
-        n_batches += 1
-        if progress and n_batches % 20 == 0:
-            elapsed = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{sums['loss'] / n_batches:.4f}", samples_s=f"{n_batches * cfg.batch_size / elapsed:,.0f}")
-    seconds = time.perf_counter() - t0
-    row = {"epoch": epoch, "samples": len(data), "seconds": round(seconds, 3),
-           "samples_per_s": round(len(data) / max(seconds, 1e-9), 1)}
-    row.update({f"train_{k}": v / max(n_batches, 1) for k, v in sums.items()})
-    if grad_ratio:
-        row["train_grad_ratio"] = sum(ratios) / len(ratios) if ratios else None
-    return row
+                window.ratios.append(norms[0] / norms[1])
+        self.optimizer.step()
+        window.add("loss", loss.item())
+        window.steps += 1
+        window.samples += len(batch)
+        self.state.step += 1
+
+    @torch.no_grad()
+    def _evaluate(self, epoch: int, window: _Window) -> None:
+        """Validation after the current step: the history row, then selection and early stopping
+        (evaluations inside the warm-up are recorded, never selected, and do not use up patience)."""
+        cfg, state = self.cfg, self.state
+        warm = state.step <= self.warmup
+        row = {"epoch": epoch, "step": state.step, "warmup": warm, **window.row(self.grad_ratio)}
+        row.update({f"valid_{k}": v for k, v in evaluate_split(self.model, self.valid, cfg.eval_batch_size,
+                                                                self.device).items()})
+        if self.retrieval is not None:
+            row.update({f"valid_{k}": v for k, v in self.retrieval.measure(self.model, self.valid, cfg.eval_batch_size,
+                                                                            self.device).items()})
+        if self.capsules is not None:
+            row.update({f"valid_{k}": v for k, v in self.capsules(self.model, self.valid, self.device).items()})
+        self.model.train()
+        state.history.append(row)
+        if warm:
+            return
+        if row["valid_auc"] > state.best_auc:
+            state.best_auc, state.best_epoch, state.best_step, state.bad_evals = row["valid_auc"], epoch, state.step, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            state.bad_evals += 1
+            state.stopped = state.bad_evals > cfg.patience
+
+
+@dataclass
+class _Window:
+    """Training sums between two evaluations (the history row's train_* means are over its steps)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    ratios: list[float] = field(default_factory=list)
+    steps: int = 0
+    samples: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, name: str, value: float) -> None:
+        self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def mean(self, name: str) -> float:
+        return self.sums.get(name, 0.0) / max(self.steps, 1)
+
+    def rate(self) -> float:
+        return self.samples / max(time.perf_counter() - self.t0, 1e-9)
+
+    def row(self, grad_ratio: bool) -> dict:
+        seconds = time.perf_counter() - self.t0
+        row = {"samples": self.samples, "seconds": round(seconds, 3),
+               "samples_per_s": round(self.samples / max(seconds, 1e-9), 1)}
+        row.update({f"train_{k}": self.mean(k) for k in ("loss", *sorted(k for k in self.sums if k != "loss"))})
+        if grad_ratio:
+            row["train_grad_ratio"] = sum(self.ratios) / len(self.ratios) if self.ratios else None
+        return row
 
 
 def load_tensors(path: Path, what: str, map_location: str = "cpu") -> dict:

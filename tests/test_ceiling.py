@@ -132,18 +132,20 @@ def world_samples(prof: Profile, seed: int, max_len: int):
     return world, hist_topic, hist_item, target, negative, counts / counts.sum()
 
 
-def test_on_average_popularity_below_history_only_below_oracle():
-    """AUC over 3 worlds of 4,000 users each (the expectation the ceiling promises, not one noisy draw)."""
-    prof = Profile("mid", n_users=4_000, n_items=600, n_categories=30, n_reviews=60_000, n_topics=8)
+@pytest.mark.parametrize("kappa", [1.0, 0.3])
+def test_on_average_popularity_below_history_only_below_oracle(kappa):
+    """AUC over 3 worlds of 4,000 users each (the expectation the ceiling promises, not one noisy draw);
+    at kappa < 1 the topics are the items' served topics and P(i | t) replaces P(c | t) P(i | c)."""
+    prof = Profile("mid", n_users=4_000, n_items=600, n_categories=30, n_reviews=60_000, n_topics=8, kappa=kappa)
     aucs = {"popularity": [], "history": [], "oracle": []}
     for seed in range(3):
         world, topics, items, target, negative, q = world_samples(prof, seed, max_len=10)
         cat = world.catalogue
         item_ids = np.array([f"i{j:05d}" for j in range(prof.n_items)])
-        base = cat.p_cat[cat.item_cat] * cat.p_item
+        base = cat.p_item_topic  # kappa = 1: exactly cat.p_cat[cat.item_cat] * cat.p_item
         ceiling = HistoryOnly.build(rho=prof.rho, topic_pop=cat.topic_pop, topics_per_user_p=prof.topics_per_user_p,
                                     alpha=prof.dirichlet_alpha, item_ids=item_ids,
-                                    item_topic=cat.cat_topic[cat.item_cat], item_base=base,
+                                    item_topic=cat.item_topic, item_base=base,
                                     category_names=np.array([f"c{c:03d}" for c in range(prof.n_categories)]),
                                     category_topic=cat.cat_topic)
         w = np.zeros((prof.n_users, prof.n_topics))
@@ -219,3 +221,81 @@ def test_history_only_scores_use_the_visible_history_through_the_vocabularies(sa
     oracle = Oracle.load(tiny_world)
     last = oracle.item_topic[oracle.item_index(data.last_hist_item_ids)]
     assert (topics[:, -1] == last).all()
+
+
+def kappa_rows(world_dir, public_dir, seed: int, max_len: int = 10):
+    """Every review after a user's first, of a generated world, as a (positive, popularity negative)
+    pair: the oracle's and the history-only click probabilities (the latter from `public_dir`,
+    which holds no users.parquet, through history_topics with an item vocabulary) and popularity."""
+    import gzip
+    import json
+
+    oracle, ceiling = Oracle.load(world_dir), HistoryOnly.load(public_dir)
+    summary = json.loads((world_dir / "ground_truth" / "world.json").read_text())
+    with gzip.open(world_dir / summary["files"]["reviews"], "rt") as f:
+        reviews = sorted((r["reviewerID"], r["unixReviewTime"], r["asin"]) for r in map(json.loads, f))
+    user = np.array([r[0] for r in reviews])
+    item = oracle.item_index([r[2] for r in reviews])  # (N,)
+    first = np.r_[True, user[1:] != user[:-1]]
+    start = np.maximum.accumulate(np.where(first, np.arange(len(user)), 0))
+    rows = np.flatnonzero(~first)  # (R,)
+    window = rows[:, None] - max_len + np.arange(max_len)[None, :]  # (R, L)
+    hist = np.where(window >= start[rows, None], item[window.clip(0)] + 2, 0)  # vocabulary index = item + 2
+    topics = ceiling.history_topics(hist, np.zeros_like(hist), [None, None, *oracle.item_ids], [None, None])
+    q = np.bincount(item, minlength=len(oracle.item_ids)) / len(item)
+    negative = np.random.default_rng(seed).choice(len(q), size=len(rows), p=q)
+    cand = oracle.item_ids[np.r_[item[rows], negative]]
+    both = np.r_[rows, rows]
+    label = np.r_[np.ones(len(rows)), np.zeros(len(rows))]
+    p_oracle = oracle.click_proba(user[both], oracle.item_ids[item[both - 1]], cand, q)
+    p_hist = ceiling.click_proba(np.r_[topics, topics], cand, q)
+    return label, p_oracle, p_hist, q[oracle.item_index(cand)]
+
+
+def test_history_only_at_kappa_below_one_reads_served_topics_without_the_users(tmp_path):
+    """Three tiny worlds at kappa = 0.3: the ceiling, loaded from a folder without users.parquet,
+    sits between popularity and the oracle on average (2,700 pairs a world; 0.871 vs 0.894 at seeds 0-2)."""
+    from micn.data.synthetic import generate_world
+
+    aucs = {"popularity": [], "history": [], "oracle": []}
+    for seed in range(3):
+        world = tmp_path / f"w{seed}"
+        generate_world("tiny", world, seed=seed, kappa=0.3)
+        public = tmp_path / f"public{seed}"
+        public.mkdir()
+        for name in ("world.json", "items.parquet", "categories.parquet"):
+            shutil.copy(world / "ground_truth" / name, public / name)
+        label, p_oracle, p_hist, q = kappa_rows(world, public, seed)
+        aucs["oracle"].append(auc(label, p_oracle))
+        aucs["history"].append(auc(label, p_hist))
+        aucs["popularity"].append(auc(label, q))
+    mean = {name: float(np.mean(v)) for name, v in aucs.items()}
+    assert mean["popularity"] + 0.2 < mean["history"] < mean["oracle"] < mean["history"] + 0.05, aucs
+
+
+def test_categories_pin_a_topic_only_when_all_their_items_serve_it(tiny_world, tmp_path):
+    """At kappa = 1 every category pins its topic (categories.parquet's); at kappa < 1 an OOV history
+    item's category pins one only if every item of the category serves that topic, else it is unknown."""
+    import polars as pl
+
+    from micn.data.ceiling import _category_topic
+    from micn.data.synthetic import generate_world
+
+    cats = pl.read_parquet(tiny_world / "ground_truth" / "categories.parquet").sort("category")
+    np.testing.assert_array_equal(HistoryOnly.load(tiny_world).category_topic, cats["topic"].to_numpy())
+    names = np.array(["a", "b", "c", "d"])
+    got = _category_topic(names, np.array([0, 1, 2, 3]), np.array(["a", "a", "b", "b", "c"]),
+                          np.array([0, 0, 1, 2, 0]))  # a: all 0; b: 1 and 2; c: all 0, not its own 2; d: no item
+    np.testing.assert_array_equal(got, [0, -1, 0, 3])
+
+    generate_world("tiny", tmp_path, seed=7, kappa=0.3)
+    ceiling = HistoryOnly.load(tmp_path)
+    items = pl.read_parquet(tmp_path / "ground_truth" / "items.parquet")
+    mixed = items.group_by("category").agg(pl.col("topic").n_unique().alias("n")).filter(pl.col("n") > 1)
+    assert mixed.height > 0
+    c = int(np.searchsorted(ceiling.category_names, mixed["category"][0]))
+    assert ceiling.category_topic[c] == -1
+    # an OOV item (index 1) of that category tells no topic; an in-vocabulary item its served topic
+    topics = ceiling.history_topics(np.array([[1, 2]]), np.array([[2, 2]]), [None, None, ceiling.item_ids[5]],
+                                    [None, None, ceiling.category_names[c]])
+    np.testing.assert_array_equal(topics, [[-1, ceiling.item_topic[5]]])

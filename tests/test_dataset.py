@@ -155,3 +155,22 @@ def test_random_batch_is_left_padded_and_repeatable():
     real = torch.arange(8).unsqueeze(0) >= (8 - a.hist_len).unsqueeze(1)
     assert (a.hist_items[~real] == 0).all() and (a.hist_items[real] >= 2).all() and (a.item < 100).all()
     assert make(0, alternating_labels=True).label.tolist() == [1.0, 0.0] * 8
+
+
+@pytest.mark.parametrize("ablation, columns, kept", [
+    ("no_item_ids", ("item", "hist_items", "hist_neg_items"), ("category", "hist_categories", "hist_neg_categories")),
+    ("one_category", ("category", "hist_categories", "hist_neg_categories"), ("item", "hist_items", "hist_neg_items")),
+])
+def test_information_ablation_removes_one_kind_of_id_and_keeps_padding(train, ablation, columns, kept):
+    ablated = train.ablated(ablation)
+    for c in columns:
+        before, after = getattr(train, c), getattr(ablated, c)
+        assert after.dtype == before.dtype and after.shape == before.shape
+        assert torch.equal(after == 0, before == 0)  # padding stays padding: masks and lengths unchanged
+        assert set(after.unique().tolist()) <= {0, 1} and (after == 1).any()
+    for c in (*kept, "user", "label", "hist_len"):
+        assert torch.equal(getattr(ablated, c), getattr(train, c))
+    assert (ablated.item_ids == train.item_ids).all() and len(ablated) == len(train)  # raw ids: for the ceilings
+    assert train.ablated(None) is train
+    with pytest.raises(MicnError, match="unknown ablation 'no_users'"):
+        train.ablated("no_users")

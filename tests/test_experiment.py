@@ -176,3 +176,78 @@ def test_section_types_are_importable_from_their_old_places():
     for name in ("GenerateConfig", "SamplesConfig", "GridConfig", "DatasetSpec", "ExperimentSpec", "TrainConfig",
                  "MICNConfig"):
         assert getattr(experiment, name) is getattr(config, name)
+
+
+# --- the mechanism experiment (issue 12): κ worlds, shared runs, information ablations -------------
+
+
+def mechanism_params(tmp_path, **overrides) -> str:
+    experiments = yaml.safe_load((REPO / "params.yaml").read_text())["experiments"]
+    experiments["mechanism"] = {**experiments["mechanism"], "enabled": True, **overrides}
+    return write_params(tmp_path, experiments=experiments, grid={"seeds": [1, 2]})
+
+
+def test_mechanism_plans_every_world_and_shares_table2s_runs_at_kappa_1(tmp_path):
+    exp = load_experiment(mechanism_params(tmp_path))
+    mech = exp.experiments["mechanism"]
+    assert mech.kappas == (1.0, 0.5, 0.0)  # the sweep fixed in params.yaml
+    runs = plan_runs(exp)
+    assert len({r.run_id for r in runs}) == len(runs)
+    worlds = {1.0: "synthetic", 0.5: "synthetic-kappa0p5", 0.0: "synthetic-kappa0"}
+    assert exp.datasets_of(mech) == list(worlds.values()) and exp.kappa_worlds() == [
+        ("synthetic-kappa0p5", 0.5), ("synthetic-kappa0", 0.0)]
+    assert exp.all_datasets == ["synthetic", "synthetic-kappa0p5", "synthetic-kappa0"]
+    per_world = 3 * 3 * 2 + 2 * 2  # backbones x variants x seeds, plus base DIN x 2 ablations x seeds
+    assert len(runs) == 3 * per_world  # the κ = 1 cells are Table 2's runs, planned once
+    for dataset in worlds.values():
+        mine = [r for r in runs if r.dataset == dataset]
+        assert {(r.backbone, r.variant, r.ablation) for r in mine} == {
+            (b, v, None) for b in ("wide_deep", "din", "dien") for v in ("base", "control", "micn")} | {
+            ("din", "base", "no_item_ids"), ("din", "base", "one_category")}
+        shared = dataset == "synthetic"
+        for r in mine:
+            expected = ("mechanism", "table2") if shared and r.ablation is None else ("mechanism",)
+            assert r.experiments == expected, r.run_id
+    ablated = next(r for r in runs if r.ablation == "no_item_ids" and r.dataset == "synthetic-kappa0")
+    assert ablated.run_id == "synthetic-kappa0/din-base-no_item_ids-len20-seed1" and ablated.phi is None
+    assert exp.samples_needed() == [("synthetic", 20), ("synthetic-kappa0", 20), ("synthetic-kappa0p5", 20)]
+
+
+def test_mechanism_disabled_plans_nothing_of_it(tmp_path):
+    exp = load_experiment(REPO / "params.yaml")
+    assert not exp.experiments["mechanism"].enabled and exp.kappa_worlds() == []
+    assert exp.all_datasets == ["synthetic"] and all(r.ablation is None for r in plan_runs(exp))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"kappas": [1.0, 0.5, 0.5]}, r"experiments\.mechanism: kappas: repeated values"),
+    ({"kappas": [0.0, 0.5, 1.0]}, r"experiments\.mechanism: kappas: must be strictly decreasing"),
+    ({"kappas": [1.0, 1.5]}, r"experiments\.mechanism\.kappas\[1\]: input should be less than or equal to 1"),
+    ({"kappas": [1.0, -0.1]}, r"experiments\.mechanism\.kappas\[1\]: input should be greater than or equal to 0"),
+    ({"ablations": ["no_item_ids", "no_item_ids"]}, r"experiments\.mechanism: ablations: repeated values"),
+    ({"ablations": ["no_users"]}, r"experiments\.mechanism\.ablations\[0\]: input should be 'no_item_ids' or "
+                                  r"'one_category'"),
+])
+def test_bad_sweeps_are_rejected_naming_the_key(tmp_path, overrides, message):
+    with pytest.raises(MicnError, match=message):
+        load_experiment(mechanism_params(tmp_path, **overrides))
+
+
+def test_mechanism_needs_the_default_world_at_kappa_1(tmp_path):
+    params = yaml.safe_load(open(mechanism_params(tmp_path)).read())
+    params["generate"]["kappa"] = 0.5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(MicnError, match="generate.kappa is 0.5; leave generate.kappa unset"):
+        load_experiment(tmp_path / "params.yaml")
+
+
+def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
+    from micn.data.layout import is_synthetic, kappa_dataset, raw_dir
+
+    assert [kappa_dataset(k) for k in (1.0, 0.75, 0.5, 0.0)] == [
+        "synthetic", "synthetic-kappa0p75", "synthetic-kappa0p5", "synthetic-kappa0"]
+    assert raw_dir(tmp_path, "synthetic-kappa0p5") == tmp_path / "synthetic" / "kappa" / "synthetic-kappa0p5"
+    assert raw_dir(tmp_path, "electronics") == tmp_path / "electronics"
+    assert is_synthetic("synthetic-kappa0") and is_synthetic("synthetic") and not is_synthetic("books")
+    exp = load_experiment(mechanism_params(tmp_path))
+    check_raw_data(exp, tmp_path / "raw")  # κ worlds are the generate stage's: no raw files asked of the user

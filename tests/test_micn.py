@@ -503,8 +503,14 @@ def test_item_categories_are_recorded_from_batches() -> None:
 
 
 def test_config_defaults_follow_the_paper() -> None:
+    """λ 1, φ 0.3, 3 routing iterations, d_aux 36; k_max leaves K = ⌊log2 |I_u|⌋ uncut at the paper's
+    longest history (Table 4's 50: 5 interests); MIND's ReLU layer after the capsules."""
     cfg = MICNConfig()
-    assert (cfg.lambda_micn, cfg.phi, cfg.iterations, cfg.k_max, cfg.d_aux) == (1.0, 0.3, 3, 4, 36)
+    assert (cfg.lambda_micn, cfg.phi, cfg.iterations, cfg.d_aux) == (1.0, 0.3, 3, 36)
+    assert cfg.k_max >= interest_count_cap(50) == 5
+    lengths = torch.tensor([1, 2, 3, 4, 10, 20, 31, 32, 50])
+    assert adaptive_interest_count(lengths, cfg.k_max).tolist() == [1, 1, 1, 2, 3, 4, 4, 5, 5]
+    assert cfg.post_layers == (64,) and not cfg.user_profile
 
 
 @pytest.mark.parametrize(
@@ -798,7 +804,10 @@ torch.set_num_threads(1)
 out = {}
 for name in ("wide_deep", "din", "dien"):
     torch.manual_seed(3)
-    model = build_with_micn(name, 80, 500, 30, 18, 18, MICNConfig(n_neg=40),
+    # the capsule-only ablation (the earlier default form), spelled so both trees accept it
+    fields = MICNConfig.__dataclass_fields__
+    ablation = {k: v for k, v in dict(n_neg=40, k_max=4, post_layers=(), user_profile=False).items() if k in fields}
+    model = build_with_micn(name, 80, 500, 30, 18, 18, MICNConfig(**ablation),
                             generator=torch.Generator().manual_seed(11))
     batch = random_batch(64, 12, 80, 500, 30, torch.Generator().manual_seed(5), alternating_labels=True)
     out[name + "/keys"] = list(model.state_dict())
@@ -829,7 +838,7 @@ def _outputs_of(code_root: Path, tmp_path: Path, tag: str) -> dict:
 
 
 def test_defaults_reproduce_the_previous_release_exactly(tmp_path: Path) -> None:
-    """The default MICNConfig (no profile, no layers) is today's form: the previous release's code
+    """The ablation flag `post_layers: []` (no profile, k_max 4) is the earlier form: the previous release's code
     and this tree give the same module tree, logits, L_micn, DIEN aux loss and generator state,
     step by step, bit for bit (so the earlier 18 runs keep their numbers)."""
     old = tmp_path / "old"
@@ -919,7 +928,7 @@ def test_k_follows_floor_log2_of_the_history_length_up_to_k_max() -> None:
         assert adaptive_interest_count(upto, interest_count_cap(L) - 1).max() < paper[: L + 1].max()
 
 
-TOWER = {"user_profile": True, "post_layers": (32, 24)}
+TOWER = {"user_profile": True, "post_layers": (32, 24), "k_max": 4}
 
 
 def test_paper_tower_shapes_masking_and_profile() -> None:
@@ -970,8 +979,9 @@ def test_paper_tower_changes_the_micn_loss_and_learns() -> None:
     assert torch.all(micn.profile.weight.grad[~used] == 0)
 
 
-def test_tower_applies_only_when_asked_and_keeps_todays_module_tree() -> None:
-    today = build("din")
+def test_ablation_flag_keeps_the_capsule_only_module_tree() -> None:
+    assert build("din").micn.tower is not None  # the default has MIND's layer after the capsules
+    today = build("din", post_layers=())  # the ablation: the earlier capsule-only form
     assert today.micn.tower is None and today.micn.profile is None
     assert not any("tower" in k or "profile" in k for k in today.state_dict())
     batch = make_batch(16, 10, seed=3)

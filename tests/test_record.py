@@ -50,8 +50,10 @@ def test_legacy_record_reads_and_writes_back_in_the_same_key_order(tmp_path):
     write_record(tmp_path / "new.json", record)
     written = json.loads((tmp_path / "new.json").read_text())
     assert list(written) == list(JSON_ORDER)
-    assert {k: v for k, v in written.items() if k != "traceback"} == LEGACY  # same keys, same values, same order
-    assert [k for k in written if k != "traceback"] == list(LEGACY)
+    added = ("traceback", "best_step", "kappa", "ablation")  # fields newer than the legacy file: written back as null
+    assert all(written[k] is None for k in added) and record.best_step is None
+    assert {k: v for k, v in written.items() if k not in added} == LEGACY  # same keys, same values, same order
+    assert [k for k in written if k not in added] == list(LEGACY)
     assert read_record(tmp_path / "new.json") == record
 
 
@@ -111,6 +113,45 @@ def test_control_runs_and_the_learning_evidence_are_valid_records(tmp_path):
     assert read_record(write(tmp_path / "micn.json", micn)).metrics == {**LEGACY["metrics"], **evidence}
 
 
+CAPSULES = {"capsule_purity": 0.71, "capsule_purity_shuffled": 0.52, "capsule_overlap": 0.18}
+
+
+def test_capsule_evidence_and_best_step_round_trip(tmp_path):
+    """A micn run on synthetic data carries the capsule evidence and the selected evaluation's step;
+    the same record without them (an older file, or a run where they do not apply) reads too."""
+    micn = dict(LEGACY, variant="micn", phi=0.3, best_step=1234,
+                metrics={**LEGACY["metrics"], "micn_recall": 0.12, "popularity_recall": 0.08, **CAPSULES})
+    record = read_record(write(tmp_path / "micn.json", micn))
+    assert record.best_step == 1234 and {k: record.metrics[k] for k in CAPSULES} == CAPSULES
+    write_record(tmp_path / "back.json", record)
+    written = json.loads((tmp_path / "back.json").read_text())
+    assert written["best_step"] == 1234 and written["metrics"] == micn["metrics"]
+    assert list(written).index("best_step") == list(written).index("best_epoch") + 1
+    assert read_record(tmp_path / "back.json") == record
+    nulls = dict(micn, best_step=None, metrics={**LEGACY["metrics"], **dict.fromkeys(CAPSULES)})
+    assert read_record(write(tmp_path / "nulls.json", nulls)).metrics["capsule_overlap"] is None
+    old = {k: v for k, v in micn.items() if k != "best_step"}
+    old["metrics"] = LEGACY["metrics"]
+    assert read_record(write(tmp_path / "old.json", old)).best_step is None
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("capsule_purity", 1.2, r"metrics\.capsule_purity = 1\.2 is invalid: an AUC or a recall lies in \[0, 1\]"),
+    ("capsule_purity_shuffled", -0.1, r"metrics\.capsule_purity_shuffled = -0\.1 is invalid"),
+    ("capsule_overlap", 1.5, r"metrics\.capsule_overlap = 1\.5 is invalid"),
+    ("capsule_overlap", "0.2", r"metrics\.capsule_overlap = '0\.2' is invalid: expected a finite number"),
+])
+def test_capsule_evidence_out_of_range_is_refused(tmp_path, key, value, message):
+    with pytest.raises(MicnError, match=message):
+        read_record(write(tmp_path / "r.json", dict(LEGACY, metrics={**LEGACY["metrics"], key: value})))
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, "7", True])
+def test_best_step_must_be_a_non_negative_integer(tmp_path, value):
+    with pytest.raises(MicnError, match=rf"best_step = {value!r} is invalid: expected an integer >= 0 or null".replace(".", r"\.")):
+        read_record(write(tmp_path / "r.json", dict(LEGACY, best_step=value)))
+
+
 def test_ok_record_without_metrics_is_refused(tmp_path):
     with pytest.raises(MicnError, match="metrics = None is invalid: a run with status ok must have its test metrics"):
         read_record(write(tmp_path / "r.json", dict(LEGACY, metrics=None)))
@@ -165,7 +206,8 @@ def test_failed_write_removes_its_tmp_file_and_names_the_file(tmp_path, monkeypa
 
 
 def test_training_state_is_plain_data_and_checked():
-    state = TrainingState(epoch=2, best_auc=0.7, best_epoch=1, bad_epochs=1, history=[{"epoch": 1}], signature="s")
+    state = TrainingState(epoch=2, step=40, best_auc=0.7, best_epoch=1, best_step=20, bad_evals=1, stopped=True,
+                          history=[{"epoch": 1, "step": 20}, {"epoch": 2, "step": 40}], signature="s")
     assert TrainingState.from_plain(state.to_plain(), "ckpt") == state
     assert TrainingState().best_auc == float("-inf")
     with pytest.raises(MicnError, match="ckpt: the checkpoint's training state"):

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 from scipy import stats
 
@@ -390,6 +391,7 @@ def test_report_leaves_user_pngs_alone(metrics_dir, tmp_path):
 PARAM_COLUMNS = {
     "samples_seed": ("samples_seed",), "lr": ("train", "lr"), "batch_size": ("train", "batch_size"),
     "max_epochs": ("train", "epochs"), "patience": ("train", "patience"), "d_item": ("train", "d_item"),
+    "evals_per_epoch": ("train", "evals_per_epoch"), "micn_warmup_epochs": ("train", "micn_warmup_epochs"),
     "d_category": ("train", "d_category"), "dien_aux_weight": ("train", "dien_aux_weight"),
     "dien_aux_activation": ("train", "dien_aux_activation"),
     "micn_d_aux": ("micn", "d_aux"), "micn_k_max": ("micn", "k_max"), "micn_iterations": ("micn", "iterations"),
@@ -422,7 +424,8 @@ def expected_columns(r: RunRecord) -> dict:
 def agreement_records() -> list[RunRecord]:
     """An ok MICN run, an ok base run on real data (no oracle) and a failed run, every value distinct."""
     train = dataclasses.asdict(TrainConfig(lr=0.002, batch_size=128, epochs=7, patience=3, d_item=12, d_category=6,
-                                           dien_aux_weight=0.5, dien_aux_activation="prelu"))
+                                           dien_aux_weight=0.5, dien_aux_activation="relu", evals_per_epoch=4,
+                                           micn_warmup_epochs=1.5))
     micn = dataclasses.asdict(MICNConfig(d_aux=20, k_max=3, iterations=2, pow_p=1.5, n_neg=40, sampler="uniform",
                                          lambda_micn=0.25, phi=0.4, routing_std=0.5, user_profile=True,
                                          post_layers=(64, 32), retrieval_k=20))
@@ -433,13 +436,15 @@ def agreement_records() -> list[RunRecord]:
         traceback=None, attempts=2, signature="5f0c", params={"train": train, "micn": micn, "max_len": 20, "samples_seed": 11},
         metrics={"auc": 0.81, "gauc": 0.79, "logloss": 0.47, "oracle_auc": 0.93, "valid_auc": 0.8,
                  "history_only_auc": 0.91, "micn_recall": 0.12, "popularity_recall": 0.07, "dien_aux": 1.21,
-                 "grad_ratio": 2.5}, epochs=5,
-        best_epoch=4, train_seconds=12.5, samples_per_s=3456.7, device="cpu", git_revision="deadbeef",
-        started="2026-11-27T10:00:00+00:00", finished="2026-11-27T10:01:02+00:00")
+                 "grad_ratio": 2.5, "capsule_purity": 0.64, "capsule_purity_shuffled": 0.47,
+                 "capsule_overlap": 0.23}, epochs=5,
+        best_epoch=4, best_step=3210, train_seconds=12.5, samples_per_s=3456.7, device="cpu", git_revision="deadbeef",
+        started="2026-11-27T10:00:00+00:00", finished="2026-11-27T10:01:02+00:00", kappa=0.35)
     real = dataclasses.replace(ok, run_id="books/din-base-len10-seed3", dataset="books", protocol="din", backbone="din",
                                variant="base", seed=3, max_len=10, phi=None, experiments=["table2"], attempts=1,
                                params={"train": train, "micn": None, "max_len": 10, "samples_seed": 12},
-                               metrics={"auc": 0.7, "gauc": 0.69, "logloss": 0.55, "oracle_auc": None, "valid_auc": 0.71})
+                               metrics={"auc": 0.7, "gauc": 0.69, "logloss": 0.55, "oracle_auc": None, "valid_auc": 0.71},
+                               best_step=None, kappa=None, ablation="one_category")  # an older record: no step
     failed = RunRecord(
         run_id="synthetic/wide_deep-micn-phi0.4-len20-seed8", dataset="synthetic", protocol=None, backbone="wide_deep",
         variant="micn", seed=8, max_len=20, phi=0.4, experiments=["table2"], status="failed",
@@ -468,3 +473,187 @@ def test_every_run_record_field_has_its_column(tmp_path):
         row["params"] = json.loads(row["params"])
         assert row.pop("source_file").endswith(f"{row['run_id']}.json")
         assert row == expected[row["run_id"]]
+
+
+# --- capsule evidence, per-evaluation history rows (issue 11) ---------------------------------------
+
+
+def capsule_run(d, seed, purity, shuffled, overlap, backbone="din", phi=0.3, steps=True):
+    """A synthetic MICN run with capsule evidence in its record and (per evaluation) in its history."""
+    r = record("synthetic", backbone, "micn", seed, 0.8 + 0.001 * seed, phi=phi, micn_recall=0.3,
+               popularity_recall=0.1, capsule_purity=purity, capsule_purity_shuffled=shuffled, capsule_overlap=overlap)
+    r["best_step"] = 200 if steps else None
+    write_run(d, r)
+    rows = [{"epoch": 1 + i // 2, **({"step": 100 * (i + 1), "warmup": i == 0} if steps else {}),
+             "valid_auc": 0.7 + 0.01 * i, "valid_capsule_purity": purity - 0.01 * (3 - i),
+             "valid_capsule_purity_shuffled": shuffled, "valid_capsule_overlap": overlap} for i in range(4)]
+    (d / "history" / f"{r['run_id']}.json").write_text(json.dumps(rows))
+    return r
+
+
+def test_capsule_evidence_and_steps_reach_runs_history_and_paper_cells(tmp_path):
+    d = tmp_path / "metrics"
+    for seed, purity in ((1, 0.70), (2, 0.60)):
+        capsule_run(d, seed, purity, 0.50, 0.20 + 0.1 * seed)
+    old = record("synthetic", "din", "base", 1, 0.79)  # an older run: per-epoch history, no step
+    write_run(d, old)
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs = con.sql("select seed, capsule_purity, capsule_purity_shuffled, capsule_overlap, best_step from runs "
+                       "where variant = 'micn' order by seed").fetchall()
+        history = con.sql("select run_id, epoch, step, warmup, valid_capsule_purity, valid_capsule_purity_shuffled, "
+                          "valid_capsule_overlap from history order by run_id, epoch, step").fetchall()
+        types = dict(con.sql("select column_name, data_type from information_schema.columns "
+                             "where table_name = 'history'").fetchall())
+        cell = con.sql("select capsule_purity_mean, capsule_purity_shuffled_mean, capsule_overlap_mean, best_step_mean "
+                       "from paper_table2 where variant = 'micn'").fetchall()
+    assert runs == [(1, 0.70, 0.50, pytest.approx(0.30), 200), (2, 0.60, 0.50, pytest.approx(0.40), 200)]
+    assert types["step"] in ("BIGINT", "INTEGER") and types["warmup"] == "BOOLEAN"
+    base = [h for h in history if h[0] == old["run_id"]]
+    assert [h[1:] for h in base] == [(e, None, None, None, None, None) for e in (1, 2, 3)]  # old rows: nulls
+    seed1 = [h[1:] for h in history if h[0] == "synthetic/din-micn-phi0.3-len20-seed1"]
+    assert seed1 == [(1, 100, True, pytest.approx(0.67), 0.5, pytest.approx(0.3)),
+                     (1, 200, False, pytest.approx(0.68), 0.5, pytest.approx(0.3)),
+                     (2, 300, False, pytest.approx(0.69), 0.5, pytest.approx(0.3)),
+                     (2, 400, False, pytest.approx(0.70), 0.5, pytest.approx(0.3))]
+    assert cell == [(pytest.approx(0.65), pytest.approx(0.5), pytest.approx(0.35), 200.0)]
+
+
+@pytest.mark.parametrize(("purity", "shuffled", "overlap", "flat", "collapsed"), [
+    (0.70, 0.50, 0.20, False, False),  # grouped by topic, distinct capsules: no warning
+    (0.505, 0.50, 0.20, True, False),  # purity above shuffled by less than 0.01
+    (0.70, 0.50, 0.85, False, True),  # capsules share most of their nearest items
+    (0.49, 0.50, 0.80, True, True),  # both, the overlap exactly at the threshold
+])
+def test_report_says_when_the_capsules_did_not_learn_topics_or_collapsed(tmp_path, purity, shuffled, overlap, flat,
+                                                                         collapsed):
+    d = tmp_path / "metrics"
+    for seed in (1, 2):  # the cell's means: seed 1 and 2 differ, their means are the parameters
+        capsule_run(d, seed, purity + (0.002 if seed == 1 else -0.002), shuffled, overlap + (0.01 if seed == 1 else -0.01))
+    capsule_run(d, 1, 0.9, 0.4, 0.1, backbone="dien")  # a cell that learned: never named
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    md = write_report(db, tmp_path / "reports").markdown
+    top = md.split("## Table 2")[0]
+    assert ("do not group behaviours by planted topic in 1 of 2 MICN cells" in top) == flat
+    assert ("MICN's capsules collapsed in 1 of 2 MICN cells" in top) == collapsed
+    if flat:
+        assert f"synthetic DIN MICN φ 0.3 len 20: purity {purity:.3f} vs shuffled {shuffled:.3f} over 2 runs" in top
+    if collapsed:
+        assert f"synthetic DIN MICN φ 0.3 len 20: overlap {overlap:.3f} over 2 runs" in top
+    assert "DIEN MICN" not in top
+    evidence = md.split("## Did the auxiliary tasks learn?")[1].split("## Figures")[0]
+    assert "| capsule purity vs shuffled | capsule overlap | selected epoch (step) |" in evidence
+    din = next(line for line in evidence.splitlines() if line.startswith("| synthetic | 20 | DIN | MICN"))
+    assert f"| {purity:.3f} vs {shuffled:.3f}{' (**not above**)' if flat else ''} |" in din
+    assert f"| {overlap:.3f}{' (**collapsed**)' if collapsed else ''} |" in din
+    assert "(step 200)" in din
+    dien = next(line for line in evidence.splitlines() if line.startswith("| synthetic | 20 | DIEN | MICN"))
+    assert "| 0.900 vs 0.400 | 0.100 |" in dien and "**" not in dien
+
+
+def test_learning_curves_plot_against_the_step_where_the_history_has_one(tmp_path, monkeypatch):
+    from micn import report
+
+    d = tmp_path / "metrics"
+    capsule_run(d, 1, 0.7, 0.5, 0.2)  # steps 100..400
+    write_run(d, record("synthetic", "din", "base", 1, 0.79))  # epochs 1..3, no step
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    drawn = []
+    real_plot = report.plt.Axes.plot
+
+    def plot(ax, *args, **kwargs):
+        if len(args) >= 2 and len(args[0]):
+            drawn.append((list(args[0]), kwargs.get("mfc")))
+        return real_plot(ax, *args, **kwargs)
+
+    monkeypatch.setattr(report.plt.Axes, "plot", plot)
+    figure = write_report(db, tmp_path / "reports").figures
+    assert any(f.name == "learning_curves.png" for f in figure)
+    assert ([100, 200, 300, 400], None) in drawn  # the MICN run against its steps
+    assert ([100], "white") in drawn  # its warm-up evaluation, hollow
+    assert ([1, 2, 3], None) in drawn  # the older run falls back to its epochs
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"epoch": 1, "step": "100"}, r"row 0: `step` = \"100\" is not an integer"),
+    ({"epoch": 1, "step": 1.5}, r"row 0: `step` = 1.5 is not an integer"),
+    ({"epoch": 1, "step": 10, "warmup": "yes"}, r"row 0: `warmup` = \"yes\" is not true or false"),
+])
+def test_a_learning_curve_with_a_bad_step_or_warmup_is_refused(metrics_dir, tmp_path, row, message):
+    d, db, before = built(metrics_dir, tmp_path)
+    curve = d / "history" / "synthetic" / "dien-base-len20-seed1.json"
+    curve.write_text(json.dumps([row]))
+    with pytest.raises(MicnError, match=message):
+        build_metrics_db(d, db)
+    assert db.read_bytes() == before
+
+
+# --- the mechanism experiment's view and section (issue 12 §2) ---------------------------------------
+
+
+def mechanism_run(d, kappa, backbone, variant, seed, auc, ablation=None):
+    dataset = "synthetic" if kappa == 1.0 else f"synthetic-kappa{kappa:g}".replace(".", "p")
+    phi = None if variant == "base" else 0.3
+    r = record(dataset, backbone, variant, seed, auc, phi=phi,
+               experiments=("mechanism", "table2") if kappa == 1.0 and ablation is None else ("mechanism",),
+               history_only_auc=0.9 - 0.01 * kappa, **({"micn_recall": 0.3, "popularity_recall": 0.2}
+                                                        if variant == "micn" else {}))
+    if ablation:
+        r["run_id"] = r["run_id"].replace("-base-", f"-base-{ablation}-")
+    r.update(kappa=kappa, ablation=ablation)
+    r["metrics"]["oracle_auc"] = 0.95 - 0.02 * kappa
+    write_run(d, r)
+
+
+def test_paper_mechanism_matches_a_reference_computation(tmp_path):
+    """Hand-made records over two worlds: MICN − control per κ and backbone, ablation − base for DIN,
+    each with the 95 % t interval of numpy/SciPy; the section and the figure in the report."""
+    d = tmp_path / "metrics"
+    seeds = (1, 2, 3, 4)
+    aucs = {}
+    for kappa in (1.0, 0.5):
+        for backbone in ("din", "dien"):
+            for variant in ("base", "control", "micn"):
+                for seed in seeds:
+                    aucs[kappa, backbone, variant, None, seed] = auc = float(RNG.uniform(0.80, 0.90))
+                    mechanism_run(d, kappa, backbone, variant, seed, auc)
+        for ablation in ("no_item_ids", "one_category"):
+            for seed in seeds:
+                aucs[kappa, "din", "base", ablation, seed] = auc = float(RNG.uniform(0.70, 0.80))
+                mechanism_run(d, kappa, "din", "base", seed, auc, ablation)
+    db = tmp_path / "metrics.duckdb"
+    build_metrics_db(d, db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.sql("select * from paper_mechanism").pl().to_dicts()
+        t2 = con.sql("select * from paper_table2").pl()
+    assert [(r["kappa"], r["backbone"], r["variant"], r["ablation"]) for r in rows] == [
+        (k, b, v, a) for k in (1.0, 0.5) for b in ("din", "dien")
+        for v, a in [("base", None), *((("base", x) for x in ("no_item_ids", "one_category")) if b == "din" else ()),
+                     ("control", None), ("micn", None)]]
+    series = lambda k, b, v, a=None: np.array([aucs[k, b, v, a, s] for s in seeds])  # noqa: E731
+    for r in rows:
+        k, b, v, a = r["kappa"], r["backbone"], r["variant"], r["ablation"]
+        assert r["auc_mean"] == pytest.approx(series(k, b, v, a).mean()) and r["n_runs"] == 4
+        assert r["oracle_auc"] == pytest.approx(0.95 - 0.02 * k) and r["history_only_auc"] == pytest.approx(0.9 - 0.01 * k)
+        lift = (r["lift_mean"], r["lift_ci_low"], r["lift_ci_high"])
+        if v == "base" and a is None:
+            assert lift == (None, None, None)
+        else:  # control − base, micn − base, ablation − base (the unablated base of the same seed)
+            assert lift == _interval(series(k, b, v, a) - series(k, b, "base"))
+        control = (r["lift_control_mean"], r["lift_control_ci_low"], r["lift_control_ci_high"])
+        if v == "micn":
+            assert control == _interval(series(k, b, "micn") - series(k, b, "control"))
+            assert r["micn_recall_mean"] == pytest.approx(0.3)
+        else:
+            assert control == (None, None, None)
+    assert t2.height == 6 and set(t2["dataset"]) == {"synthetic"}  # κ = 1 cells are Table 2's too, no ablations
+    assert t2.filter(pl.col("variant") == "base")["auc_mean"].to_list() == pytest.approx(
+        [series(1.0, b, "base").mean() for b in ("din", "dien")])
+    report = write_report(db, tmp_path / "reports")
+    assert "## Where MICN can help" in report.markdown and "fixed in params.yaml before" in report.markdown
+    assert "figures/mechanism.png" in report.markdown
+    figure = tmp_path / "reports" / "figures" / "mechanism.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5000

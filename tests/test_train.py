@@ -20,9 +20,9 @@ from micn.data.dataset import SampleSet, load_feature_map
 from micn.errors import MicnError
 from micn.evaluate import auc
 from micn.record import GridInfo, RunRecord, read_record
-from micn.train import RunConfig, RunPaths, build_model, predict, train
+from micn.train import RunConfig, RunPaths, build_model, evaluation_points, predict, train
 
-FAST = TrainConfig(epochs=3, batch_size=64, patience=5, threads=1)
+FAST = TrainConfig(epochs=3, batch_size=64, patience=100, threads=1)  # never stops early
 
 
 class Interrupt(Exception):
@@ -64,9 +64,17 @@ def test_outputs_and_selection_on_validation(samples, tmp_path):
     assert (result.dataset, result.protocol, result.backbone, result.variant) == ("tiny", "dien", "wide_deep", "base")
     assert (result.run_id, result.signature, result.status, result.attempts) == (None, None, "ok", 1)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3] and result.epochs == 3
+    n_batches = SampleSet.from_parquet(samples / "train.parquet", load_feature_map(samples)).num_batches(64)
+    per_epoch = sorted(evaluation_points(n_batches, FAST.evals_per_epoch))
+    assert len(per_epoch) == min(FAST.evals_per_epoch, n_batches) and per_epoch[-1] == n_batches
+    assert [(h["epoch"], h["step"]) for h in history] == [
+        (e, (e - 1) * n_batches + p) for e in (1, 2, 3) for p in per_epoch]  # FAST never stops early
+    assert result.epochs == 3 and not any(h["warmup"] for h in history)
+    assert sum(h["samples"] for h in history) == 3 * len(SampleSet.from_parquet(samples / "train.parquet",
+                                                                                 load_feature_map(samples)))
     best = max(history, key=lambda h: h["valid_auc"])
-    assert result.best_epoch == best["epoch"] and result.metrics["valid_auc"] == best["valid_auc"]
+    assert (result.best_epoch, result.best_step) == (best["epoch"], best["step"])
+    assert result.metrics["valid_auc"] == best["valid_auc"]
     assert 0.5 < result.metrics["oracle_auc"] <= 1.0  # synthetic data: the ceiling is known
 
 
@@ -353,21 +361,25 @@ def test_control_trains_the_joined_width_without_micn(samples, tmp_path):
         build_model("din", fmap, cfg, None, variant="control")
 
 
-def test_learning_evidence_is_recorded_per_evaluation_and_at_the_selected_epoch(samples, tmp_path):
+def test_learning_evidence_is_recorded_per_evaluation_and_at_the_selected_one(samples, tmp_path):
     cfg = dataclasses.replace(FAST, epochs=2)
     result = fit(samples, "dien", tmp_path / "run", seed=3, cfg=cfg, variant="micn", micn=MICNConfig(n_neg=20, retrieval_k=7))
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     for row in history:
         assert 0.0 <= row["valid_micn_recall"] <= 1.0 and 0.0 <= row["valid_popularity_recall"] <= 1.0
         assert row["train_grad_ratio"] > 0 and row["valid_dien_aux"] > 0
-    best = next(h for h in history if h["epoch"] == result.best_epoch)
+    best = next(h for h in history if h["step"] == result.best_step)
     m = result.metrics
     assert (m["micn_recall"], m["popularity_recall"], m["dien_aux"], m["grad_ratio"]) == (
         best["valid_micn_recall"], best["valid_popularity_recall"], best["valid_dien_aux"], best["train_grad_ratio"])
+    assert (m["capsule_purity"], m["capsule_purity_shuffled"], m["capsule_overlap"]) == (
+        best["valid_capsule_purity"], best["valid_capsule_purity_shuffled"], best["valid_capsule_overlap"])
+    assert all(0.0 <= m[k] <= 1.0 for k in ("capsule_purity", "capsule_purity_shuffled", "capsule_overlap"))
     assert m["history_only_auc"] is not None and 0.5 < m["history_only_auc"] <= 1.0
     assert result.params["micn"]["retrieval_k"] == 7
     base = fit(samples, "wide_deep", tmp_path / "base", seed=3, cfg=dataclasses.replace(FAST, epochs=1))
-    assert [base.metrics[k] for k in ("micn_recall", "popularity_recall", "dien_aux", "grad_ratio")] == [None] * 4
+    assert [base.metrics[k] for k in ("micn_recall", "popularity_recall", "dien_aux", "grad_ratio", "capsule_purity",
+                                      "capsule_overlap")] == [None] * 6
 
 
 def test_evaluation_evidence_never_changes_training(samples, tmp_path, monkeypatch):
@@ -381,10 +393,11 @@ def test_evaluation_evidence_never_changes_training(samples, tmp_path, monkeypat
     monkeypatch.setattr(micn.train.Retrieval, "measure", lambda *args, **kwargs: {})
     monkeypatch.setattr(micn.train, "_measures_grads", lambda model: False)
     monkeypatch.setattr(micn.train, "_history_only_auc", lambda *args: None)
+    monkeypatch.setattr(micn.train, "_capsule_probe", lambda *args: None)
     without = fit(samples, "dien", tmp_path / "without", seed=4, cfg=cfg, variant="micn", micn=micn_cfg)
     keys = ("auc", "gauc", "logloss", "valid_auc", "oracle_auc")
     assert [with_evidence.metrics[k] for k in keys] == [without.metrics[k] for k in keys]
-    assert (with_evidence.epochs, with_evidence.best_epoch) == (without.epochs, without.best_epoch)
+    assert (with_evidence.epochs, with_evidence.best_step) == (without.epochs, without.best_step)
     assert without.metrics["micn_recall"] is None and with_evidence.metrics["micn_recall"] is not None
     curves = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("with", "without")]
     for a, b in zip(*curves):
@@ -405,19 +418,79 @@ def test_cli_accepts_every_variant():
         parser.parse_args([*base, "--variant", "ctrl"])
 
 
-def test_dien_aux_activation_is_opt_in_for_every_variant(samples):
+def test_dien_aux_activation_reaches_every_variant(samples):
     """train.dien_aux_activation reaches DIEN's aux net in base, control and micn models; the
-    default builds exactly the reference's sigmoid net (no parameters of its own activations)."""
+    default is prelu (it learns; issue 11), and `sigmoid` builds exactly the reference's net (no
+    parameters of its own activations)."""
     from micn.config import from_mapping
 
     fmap = load_feature_map(samples)
-    prelu = dataclasses.replace(FAST, dien_aux_activation="prelu")
+    assert FAST.dien_aux_activation == "prelu"
+    sigmoid = dataclasses.replace(FAST, dien_aux_activation="sigmoid")
     for variant in ("base", "control", "micn"):
         micn = None if variant == "base" else MICNConfig(n_neg=20)
-        default = {n for n, _ in build_model("dien", fmap, FAST, micn, variant=variant).named_parameters()}
-        learned = {n for n, _ in build_model("dien", fmap, prelu, micn, variant=variant).named_parameters()}
-        assert default <= learned  # the same modules, plus...
-        assert learned - default and all("aux_net" in n for n in learned - default)  # the PReLU slopes
-    assert build_model("din", fmap, prelu).__class__ is build_model("din", fmap, FAST).__class__  # DIEN only
+        reference = {n for n, _ in build_model("dien", fmap, sigmoid, micn, variant=variant).named_parameters()}
+        learned = {n for n, _ in build_model("dien", fmap, FAST, micn, variant=variant).named_parameters()}
+        assert reference <= learned  # the same modules, plus...
+        assert learned - reference and all("aux_net" in n for n in learned - reference)  # the PReLU slopes
+    assert build_model("din", fmap, sigmoid).__class__ is build_model("din", fmap, FAST).__class__  # DIEN only
     with pytest.raises(MicnError, match=r"train\.dien_aux_activation: input should be 'sigmoid', 'prelu' or 'relu'"):
         from_mapping(TrainConfig, {"dien_aux_activation": "tanh"}, "params.yaml: train")
+
+
+# --- the training regime (issue 11 §3): evaluations within an epoch, patience, MICN-only warm-up --
+
+
+@pytest.mark.parametrize("n, evals, expected", [(10, 5, {2, 4, 6, 8, 10}), (7, 3, {2, 5, 7}), (3, 5, {1, 2, 3}),
+                                                (1, 4, {1}), (125, 1, {125})])
+def test_evaluation_points_are_evenly_spaced_and_end_the_epoch(n, evals, expected):
+    assert evaluation_points(n, evals) == expected
+
+
+def test_patience_counts_evaluations(samples, tmp_path):
+    """Early stopping ends the run mid-epoch once more than `patience` evaluations in a row fail to
+    improve; the best evaluation is then exactly patience + 1 rows before the last."""
+    cfg = dataclasses.replace(FAST, epochs=6, patience=1, evals_per_epoch=4, lr=3e-2)  # a large lr overfits fast
+    result = fit(samples, "din", tmp_path / "run", seed=1, cfg=cfg)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    aucs = [h["valid_auc"] for h in history]
+    stopped = result.epochs < 6 or history[-1]["step"] % 4 != 0 or len(history) < 6 * 4
+    assert stopped, "the test needs a run that stops early: raise lr"
+    assert aucs.index(max(aucs)) == len(aucs) - 2 - cfg.patience
+    assert all(a <= max(aucs) for a in aucs[-cfg.patience - 1:])
+    assert result.best_step == history[len(aucs) - 2 - cfg.patience]["step"]
+
+
+def test_micn_warmup_trains_micn_alone_and_is_never_selected(samples, tmp_path):
+    """During the warm-up only L_micn updates anything: at the end of the warm-up epoch the
+    backbone and e_orig are their initial values, MICN's tables and tower are not; its evaluations
+    are recorded (warmup true) and the selected one comes after it."""
+    fmap = load_feature_map(samples)
+    cfg = dataclasses.replace(FAST, epochs=2, micn_warmup_epochs=1.0)
+    micn = MICNConfig(n_neg=20)
+    torch.manual_seed(7)
+    model = build_model("dien", fmap, cfg, micn)
+    # parameters only: the backbone's BatchNorm running statistics do move (its forward runs in train mode)
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    seen = {}
+
+    def after_epoch(epoch, row):
+        if epoch == 1:
+            seen.update(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"])
+
+    result = fit(samples, "dien", tmp_path / "run", seed=7, cfg=cfg, variant="micn", micn=micn, on_epoch_end=after_epoch)
+    trained = {k for k, v in initial.items() if not torch.equal(v, seen[k])}
+    assert trained and all(k.startswith("micn.") for k in trained), sorted(trained)
+    assert any(k.startswith("micn.tower") for k in trained) and any(k.startswith("micn.embedding") for k in trained)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["warmup"] for h in history] == [h["epoch"] == 1 for h in history]
+    assert all(h["train_micn"] > 0 for h in history)
+    selected = next(h for h in history if h["step"] == result.best_step)
+    assert not selected["warmup"] and result.best_epoch == 2
+
+
+def test_warmup_that_leaves_no_joint_step_is_refused(samples, tmp_path):
+    cfg = dataclasses.replace(FAST, epochs=2, micn_warmup_epochs=2.0)
+    with pytest.raises(MicnError, match="train.micn_warmup_epochs = 2 leaves no step"):
+        fit(samples, "din", tmp_path / "run", seed=1, cfg=cfg, variant="micn", micn=MICNConfig(n_neg=20))
+    assert fit(samples, "din", tmp_path / "base", seed=1, cfg=dataclasses.replace(cfg, epochs=2), variant="base").epochs == 2

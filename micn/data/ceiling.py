@@ -2,8 +2,8 @@
 
 Why: the oracle (`micn.data.oracle`) knows each user's hidden topic weights w_u, which no model
 can see, so the gap "oracle AUC - model AUC" overstates the headroom. `HistoryOnly` is the
-Bayes-optimal scorer given what a model is shown: the world's PUBLIC structure (the topic of each
-category and item, P(c | t) and P(i | c), rho, and the prior over user mixtures exactly as
+Bayes-optimal scorer given what a model is shown: the world's PUBLIC structure (the topic each
+item serves, P(i | t), rho, and the prior over user mixtures exactly as
 `micn.data.synthetic.sequences.sample_users` draws it) and the user's VISIBLE history (the last
 `max_len` behaviors of the sample, as the model sees them). It never reads `users.parquet`.
 
@@ -17,14 +17,17 @@ Posterior, exactly (no Monte-Carlo, so no sampling error: the standard error is 
 * The topic chain starts at z_1 ~ w, and w is the stationary law of P(z' | z) = rho 1[z'=z] +
   (1-rho) w[z'], so a window cut out of a longer sequence is distributed like a whole one: the
   truncation to `max_len` changes nothing in the formula, only how much evidence there is.
-* Each history item pins its topic (categories partition the topics), and P(c | t) P(i | c) does
-  not depend on w, so the likelihood of the history given (S, w) is, up to a constant,
+* Each history item pins its topic (each item serves exactly one topic: items.parquet's `topic`,
+  its category's topic when the world's kappa = 1), and P(i | t) does not depend on w, so the
+  likelihood of the history given (S, w) is, up to a constant,
       L(w) = w[z_1] * prod_j (rho_j 1[z_j = z_{j-1}] + (1 - rho_j) w[z_j]),   rho_j = rho ** gap_j,
   zero unless S contains every observed topic O. gap_j = 1 between adjacent known positions;
   a position whose topic cannot be read from the sample (an out-of-vocabulary item whose category
-  is `default_cat`) is marginalised as if its item told nothing about its topic (two steps of the
-  chain: rho ** 2), which is exact for that position's topic but ignores the little its category
-  prior would tell; they are rare (none in the default world's test split).
+  is `default_cat`, or, when kappa < 1, whose category holds items serving different topics) is
+  marginalised as if its item told nothing about its topic (two steps of the chain: rho ** 2),
+  which is exact for that position's topic but ignores the little its category would tell; they
+  are rare (none in the default world's test split; at kappa < 1 an OOV item's category pins its
+  topic only if every item of the category serves one topic).
 * L(w) is a polynomial in the w_t, t in O. By symmetry of the Dirichlet, E[prod_t w_t^a_t | k] =
   Gamma(k alpha) / Gamma(k alpha + A) * prod_t Gamma(alpha + a_t) / Gamma(alpha), A = sum a_t,
   which depends on S only through k. So the marginal likelihood M_k, the posterior means
@@ -34,7 +37,7 @@ Posterior, exactly (no Monte-Carlo, so no sampling error: the standard error is 
   Z_k is tabulated once per world over all sets of <= K topics (sum_k C(T, k) 2^k entries: 6k
   for the default world's 10 topics, 1.5M for electronics' 40).
 * The next behavior's topic: P(z' | history) = rho^g 1[z' = z_last] + (1 - rho^g) E[w_z' | history]
-  (g = 1 when the last history position is known), then times P(c | t) P(i | c) as in the oracle.
+  (g = 1 when the last history position is known), then times P(i | t) as in the oracle.
 
 Cost (measured, one core): the default world's test split (4,000 rows, L = 20, T = 10) in 0.15 s;
 electronics' shape (38,000 test rows, T = 40) in 3 s at L = 20 and 11 s at L = 50, of which 0.9 s
@@ -77,10 +80,10 @@ class HistoryOnly:
     topic_pop: np.ndarray  # (T,) pi, the Plackett-Luce weights of the topic-set draw
     p_k: np.ndarray  # (K,) P(user holds k topics), k = 1..K
     item_ids: np.ndarray  # (I,) str, sorted ascending
-    item_topic: np.ndarray  # (I,) int32
-    item_base: np.ndarray  # (I,) float64, P(cat(i) | topic(i)) * P(i | cat(i))
+    item_topic: np.ndarray  # (I,) int32, the topic the item serves
+    item_base: np.ndarray  # (I,) float64, P(i | topic(i))
     category_names: np.ndarray  # (C,) str, sorted ascending
-    category_topic: np.ndarray  # (C,) int32
+    category_topic: np.ndarray  # (C,) int32, the one topic all the category's items serve, -1 if several
     z_masks: np.ndarray  # (M,) uint64 sorted: bit sets O of <= K topics
     z_table: np.ndarray  # (M, K) float64: Z_k(O) = P(S ⊇ O | |S| = k)
 
@@ -102,8 +105,9 @@ class HistoryOnly:
             raise ValueError(f"no synthetic world structure under {str(root)!r}: missing {missing}")
         world = json.loads((gt / "world.json").read_text(encoding="utf-8"))
         params = world["profile_params"]
-        item_ids, item_topic, _, item_base = read_items(gt)
+        item_ids, item_topic, item_category, item_base = read_items(gt)
         cats = pq.read_table(gt / "categories.parquet", columns=["category", "topic"]).sort_by("category")
+        category_names = np.asarray(cats.column("category").to_pylist(), dtype=str)
         return cls.build(
             rho=float(world["rho"]),
             topic_pop=zipf(int(world["n_topics"]), float(params["topic_zipf"])),
@@ -112,8 +116,9 @@ class HistoryOnly:
             item_ids=item_ids,
             item_topic=item_topic,
             item_base=item_base,
-            category_names=np.asarray(cats.column("category").to_pylist(), dtype=str),
-            category_topic=cats.column("topic").to_numpy().astype(np.int32),
+            category_names=category_names,
+            category_topic=_category_topic(category_names, cats.column("topic").to_numpy(), item_category,
+                                           item_topic),
         )
 
     @classmethod
@@ -141,8 +146,9 @@ class HistoryOnly:
 
         `hist_items`/`hist_categories` are the samples' vocabulary indexes (0 padding, 1 OOV);
         `item_vocab[j]` / `category_vocab[j]` the raw id / category name of index j (None for 0, 1).
-        An in-vocabulary item gives its topic (P(i | c) is public, so is cat(i)); an OOV item gives
-        its category's topic, unless the category is unknown or `default_cat`.
+        An in-vocabulary item gives the topic it serves (public structure, like P(i | t)); an OOV item
+        gives its category's topic, unless the category is unknown, `default_cat`, or holds items
+        serving different topics (kappa < 1; `category_topic` -1).
         """
         item_t = self._topics_of(np.asarray(item_vocab, dtype=object), self.item_ids, self.item_topic)
         cat_t = self._topics_of(np.asarray(category_vocab, dtype=object), self.category_names, self.category_topic)
@@ -289,6 +295,22 @@ class HistoryOnly:
         q = negative_q(negative_proba, cand, self.item_ids, p.shape)
         total = p + q
         return np.divide(p, total, out=np.full_like(p, 0.5), where=total > 0)
+
+
+def _category_topic(names: np.ndarray, topic: np.ndarray, item_category: np.ndarray,
+                    item_topic: np.ndarray) -> np.ndarray:
+    """(C,) int32 for the sorted category `names`: the category's `topic` where every catalogue item
+    of it serves that topic (always at kappa = 1), the one topic its items all serve if another,
+    and -1 where they serve several (an item of it then tells nothing certain about its topic)."""
+    pos = np.searchsorted(names, np.asarray(item_category, dtype=str))  # (I,) category of each item
+    lo = np.full(len(names), np.iinfo(np.int32).max, dtype=np.int64)
+    hi = np.full(len(names), -1, dtype=np.int64)
+    np.minimum.at(lo, pos, item_topic)
+    np.maximum.at(hi, pos, item_topic)
+    out = np.asarray(topic, dtype=np.int64).copy()
+    has = hi >= 0
+    out[has] = np.where(lo[has] == hi[has], hi[has], -1)
+    return out.astype(np.int32)
 
 
 def _convolve_slots(c: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ Dimension glossary: N rows in the split, B batch size, T history length (`max_le
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import warnings
 from collections.abc import Iterator, Mapping
@@ -31,6 +33,9 @@ __all__ = ["SampleSet", "load_feature_map", "ID_COLUMNS", "HISTORY_COLUMNS", "RA
 
 ID_COLUMNS = ("user", "item", "category")  # (N,) int32
 HISTORY_COLUMNS = ("hist_items", "hist_categories", "hist_neg_items", "hist_neg_categories")  # (N, T) int32
+# The index columns each information ablation (micn.config.ABLATIONS) overwrites with index 1.
+ABLATED_COLUMNS = {"no_item_ids": ("item", "hist_items", "hist_neg_items"),
+                   "one_category": ("category", "hist_categories", "hist_neg_categories")}
 RAW_COLUMNS = ("user_id", "item_id", "last_hist_item_id", "ts")  # raw ids, for per-user metrics and the oracle
 VOCAB_OF = {"user": "n_users", "item": "n_items", "category": "n_categories", "hist_items": "n_items",
             "hist_categories": "n_categories", "hist_neg_items": "n_items", "hist_neg_categories": "n_categories"}
@@ -103,6 +108,22 @@ class SampleSet:
 
     def __len__(self) -> int:
         return self.item.shape[0]
+
+    def ablated(self, ablation: str | None) -> SampleSet:
+        """The same rows with one kind of information removed from the model's inputs (the
+        mechanism experiment's information ablations; the raw ids and labels are untouched):
+
+        no_item_ids   every item index (target, history, history negatives) becomes the OOV
+                      index 1: the model sees categories and positions, not which item;
+        one_category  every category index becomes 1: one category for every item.
+        Padding (index 0) stays padding, so history lengths and masks are unchanged."""
+        if ablation is None:
+            return self
+        columns = ABLATED_COLUMNS.get(ablation)
+        if columns is None:
+            raise MicnError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATED_COLUMNS)}.")
+        return dataclasses.replace(self, **{c: torch.where(getattr(self, c) > 0, 1, 0).to(getattr(self, c).dtype)
+                                            for c in columns})
 
     @property
     def max_len(self) -> int:

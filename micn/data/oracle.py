@@ -5,14 +5,19 @@ reach. `micn.data.synthetic` writes the ground truth of its generative model bes
 files; this module reads it back and scores samples exactly as the model generated them.
 
 Under that model the topic chain is the only hidden state, and the topic of the last behavior is
-fully determined by the last history item (categories partition the topics), so
+fully determined by the last history item (each item serves exactly one topic, topic(i), the
+items.parquet `topic`), so
 
-    P(i | u, hist) = P(topic(i) | u, z_last) * P(cat(i) | topic(i)) * P(i | cat(i)),
+    P(i | u, hist) = P(topic(i) | u, z_last) * P(i | topic(i)),
     P(z' | u, z)   = rho * 1[z' = z] + (1 - rho) * w_u[z'],     z = topic(last history item),
     P(z' | u, [])  = w_u[z']                                     (empty history),
 
-where w_u is the user's mixture weight (0 for topics the user does not hold). The formula stays
-a proper distribution even if the last item's topic is not one of the user's.
+where w_u is the user's mixture weight (0 for topics the user does not hold), and P(i | t) is
+items.parquet's `p_item_given_topic` when the world has kappa < 1, else (kappa = 1, categories
+partition the topics) P(cat(i) | topic(i)) * P(i | cat(i)) from the category and item tables,
+the very same number. Every topic keeps at least one item and P(i | t) sums to 1 over the items
+serving t, so the formula is a proper distribution over the catalogue, even if the last item's
+topic is not one of the user's.
 
 Dimension glossary: S samples, I catalogue items (`Oracle.item_ids` order), T topics,
 K topics held per user at most (4).
@@ -43,9 +48,9 @@ class Oracle:
     user_topics: np.ndarray  # (U, K) int32, the user's topics, -1 = padding
     user_weights: np.ndarray  # (U, K) float64, mixture weights, 0 at padding; rows sum to 1
     item_ids: np.ndarray  # (I,) str, sorted ascending: the order of every per-item array returned
-    item_topic: np.ndarray  # (I,) int32
+    item_topic: np.ndarray  # (I,) int32, the topic the item serves
     item_category: np.ndarray  # (I,) str, the item's true category (also for items without metadata)
-    item_base: np.ndarray  # (I,) float64, P(cat(i) | topic(i)) * P(i | cat(i))
+    item_base: np.ndarray  # (I,) float64, P(i | topic(i)) (kappa = 1: P(cat(i) | topic(i)) * P(i | cat(i)))
 
     @classmethod
     def load(cls, raw_dir: str | Path) -> Oracle:
@@ -187,18 +192,23 @@ class Oracle:
 
 
 def read_items(gt: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(item_ids (I,) str sorted, item_topic (I,) int32, item_category (I,) str, item_base (I,) float64)
-    from `<gt>/items.parquet` and `<gt>/categories.parquet`: the world's public structure, shared by
-    the oracle and the history-only ceiling (`micn.data.ceiling`)."""
+    """(item_ids (I,) str sorted, item_topic (I,) int32 (served), item_category (I,) str, item_base (I,)
+    float64 = P(i | topic(i))) from `<gt>/items.parquet` and `<gt>/categories.parquet`: the world's
+    public structure, shared by the oracle and the history-only ceiling (`micn.data.ceiling`).
+    P(i | topic(i)) is the `p_item_given_topic` column where the world has one (kappa < 1), else
+    P(cat(i) | topic(i)) * P(i | cat(i)) (kappa = 1, whose files predate the column)."""
     items = pq.read_table(gt / "items.parquet")
-    cats = pq.read_table(gt / "categories.parquet")
     item_ids = np.asarray(items.column("item_id").to_pylist(), dtype=str)
     item_category = np.asarray(items.column("category").to_pylist(), dtype=object)
-    p_cat_by_name = dict(
-        zip(cats.column("category").to_pylist(), cats.column("p_category_given_topic").to_pylist(), strict=True)
-    )
-    p_cat = np.array([p_cat_by_name[c] for c in item_category], dtype=np.float64)
-    item_base = p_cat * items.column("p_item_given_category").to_numpy()
+    if "p_item_given_topic" in items.column_names:
+        item_base = items.column("p_item_given_topic").to_numpy().astype(np.float64)
+    else:
+        cats = pq.read_table(gt / "categories.parquet")
+        p_cat_by_name = dict(
+            zip(cats.column("category").to_pylist(), cats.column("p_category_given_topic").to_pylist(), strict=True)
+        )
+        p_cat = np.array([p_cat_by_name[c] for c in item_category], dtype=np.float64)
+        item_base = p_cat * items.column("p_item_given_category").to_numpy()
     if len(item_ids) > 1 and not (item_ids[1:] > item_ids[:-1]).all():
         raise ValueError(f"{gt / 'items.parquet'}: ids must be unique and sorted ascending")
     return item_ids, items.column("topic").to_numpy().astype(np.int32), item_category.astype(str), item_base

@@ -28,9 +28,10 @@ MIND), r = 3 routing iterations, Adam with lr 1e-4, 5 repeats. λ is the trainer
         .measure_grads / .grad_norms() -> ‖gradient reaching the e_aux table‖ from the main loss
                                           and from L_micn in the last backward (off by default)
 
-The user tower. Today's form (the default, kept as the ABLATION of the paper's tower, so that
-every earlier run keeps its numbers): the squashed capsules ARE the user's interest vectors. The
-paper's form (Fig. 1, following MIND §3.3), opt-in through two `MICNConfig` fields:
+The user tower. The capsule-only form (`post_layers: []`, `user_profile: false`: the ABLATION,
+the earlier default, bit for bit): the squashed capsules ARE the user's interest vectors. The
+paper's form (Fig. 1, following MIND §3.3) through two `MICNConfig` fields; the default is
+`post_layers: [64]` without the profile (why: micn/config.py and the training-regime findings):
 - `user_profile: true` joins the user profile to every capsule, [capsule_k ⊕ profile]. Our data
   has no profile features beside the user id (Amazon reviews carry none; the synthetic world
   hides its users' weights), so the profile is a user-id embedding OWNED BY MICN (n_users ×
@@ -49,8 +50,8 @@ paper's form (Fig. 1, following MIND §3.3), opt-in through two `MICNConfig` fie
   Inactive capsule slots are zeroed after the tower as before (the tower would map them to
   f(0 ⊕ profile)), so K_u, the attention mask and the evidence are unchanged by it.
 The tower's modules are created AFTER everything today's form creates, and only when asked for,
-so with the defaults the module tree, the parameter creation order and the RNG draws are
-exactly today's (tests/test_micn.py::test_defaults_reproduce_the_previous_release_exactly).
+so with the ablation flag the module tree, the parameter creation order and the RNG draws are
+exactly the earlier form's (tests/test_micn.py::test_defaults_reproduce_the_previous_release_exactly).
 
 L_micn, per batch: rows with label 1 and a non-empty history (the paper computes MICN's loss on
 positive samples only; a user with no behavior has no interest to learn from); for each, the

@@ -24,10 +24,9 @@ this module follows the MIND paper, DeepMatch after its 2022 fix (PR #76) and TF
   only (DeepMatch, ComiRec).
 - K rounding: the paper's ⌊log2 |I_u|⌋, computed exactly on integers. DeepMatch uses
   ⌊log2(|I_u| + 1)⌋, one interest more at lengths 3, 7, 15. Lengths 0 and 1 give K_u = 1.
-  The formula is capped by K_max (`MICNConfig.k_max`, default 4 as in MIND's practice, kept so
-  that earlier runs keep their numbers): the cap cuts it from length 32 on, so at the paper's
-  Table 4 length 50 (⌊log2 50⌋ = 5) the default gives 4 interests, not the paper's 5. The
-  formula is uncut at every length up to max_len when k_max >= `interest_count_cap(max_len)`:
+  The formula is capped by K_max (`MICNConfig.k_max`, default 5; MIND used 4 in practice, our
+  earlier default): a cap k cuts it from length 2^(k+1) on, so the default 5 gives Table 4's
+  length 50 (⌊log2 50⌋ = 5) the paper's 5 interests (4 would give it 4). The formula is uncut at every length up to max_len when k_max >= `interest_count_cap(max_len)`:
   5 for max_len 50, 4 for 20, 3 for 10.
 - Label-aware attention (MIND Eq. 8 as the MICN paper writes it): softmax(pow(Vᵀe, p)). A raw
   power is not monotone in the score for even p (a strongly negative score gets a large weight:

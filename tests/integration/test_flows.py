@@ -152,3 +152,37 @@ def test_commands_share_one_prefect_server(tmp_path):
         assert not healthy(state["url"])
     finally:
         stop_shared_server(home)
+
+
+def test_mechanism_worlds_go_through_generate_ingest_and_samples(tmp_path):
+    """With the mechanism experiment enabled, `generate --params` writes each κ < 1 world inside the
+    synthetic folder, and ingest and samples build every world the sweep trains on."""
+    import json
+
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["generate"].update(profile="tiny", seed=3)
+    params["datasets"]["synthetic"]["max_len"] = 10
+    params["experiments"]["mechanism"].update(enabled=True, kappas=[1.0, 0.4])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    raw, db, samples = tmp_path / "raw", tmp_path / "w.duckdb", tmp_path / "samples"
+    for args in (["generate", "--params", str(path), "--raw", str(raw), "--out", str(raw / "synthetic")],
+                 ["ingest", "--params", str(path), "--raw", str(raw), "--db", str(db)],
+                 ["samples", "--params", str(path), "--db", str(db), "--out", str(samples)]):
+        out = micn_outside(args, tmp_path)
+        assert out.returncode == 0, out.stderr
+    world = raw / "synthetic" / "kappa" / "synthetic-kappa0p4"
+    assert raw_files(world) and raw_files(raw / "synthetic")
+    summary = json.loads((world / "ground_truth" / "world.json").read_text())
+    assert summary["profile_params"]["kappa"] == 0.4
+    assert "kappa" not in json.loads((raw / "synthetic" / "ground_truth" / "world.json").read_text())["profile_params"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert sorted(r[0] for r in con.sql("select distinct dataset from reviews").fetchall()) == [
+            "synthetic", "synthetic-kappa0p4"]
+    for dataset in ("synthetic", "synthetic-kappa0p4"):
+        fmap = json.loads((samples / dataset / "len10" / "feature_map.json").read_text())
+        assert fmap["dataset"] == dataset and fmap["oracle"] == "oracle"
+    kappa_world = json.loads((samples / "synthetic-kappa0p4" / "len10" / "oracle" / "world.json").read_text())
+    assert kappa_world["profile_params"]["kappa"] == 0.4  # training reads κ from here (micn.train.world_kappa)

@@ -14,12 +14,25 @@ Generative model (all draws from one seeded `numpy.random.Generator` tree):
     items       each item belongs to exactly one category; popular categories hold more items
                 (counts ~ popularity ** `items_per_category_power`), and P(i | c) is Zipf-like
                 within the category (exponent `item_zipf`).
+    served      each item serves one topic s_i (its interest): with probability `kappa` its
+                category's topic tau(c_i), otherwise a topic drawn by popularity pi independently
+                of the category (which may be tau(c_i) again), so P(s_i != tau(c_i)) =
+                (1 - kappa) (1 - pi_tau(c_i)) (before the anchor rule below): a "cables" item can
+                serve gaming or photography. Stream `interests`, only when kappa < 1.
+                Within a topic, P(i | t) = 1[s_i = t] P(c_i | tau(c_i)) P(i | c_i) / Z_t,
+                Z_t = sum_j 1[s_j = t] P(c_j | tau(c_j)) P(j | c_j): the item's popularity in its own
+                category tree, renormalised over the items serving t. Every topic keeps an item:
+                a topic left empty by the draws gets back its anchor (the most popular item of its
+                most popular category), repeated until none is empty. At kappa = 1 (the default)
+                s_i = tau(c_i) and P(i | t) = P(c_i | t) P(i | c_i): the world is the one made
+                before kappa existed, byte for byte (no draw from the `interests` stream).
     users       each user holds 1-4 topics (probabilities `topics_per_user_p`), drawn without
                 replacement proportionally to pi (Gumbel-top-k), with Dirichlet(`dirichlet_alpha`)
                 mixture weights w_u.
     sequences   z_1 ~ w_u; z_{j+1} = z_j with probability rho, else z_{j+1} ~ w_u (which may
                 pick z_j again), so P(z' | u, z) = rho * 1[z' = z] + (1 - rho) * w_u[z'];
-                c_j ~ P(c | z_j); i_j ~ P(i | c_j).
+                i_j ~ P(i | z_j) (the items serving z_j, above); c_j = c(i_j). At kappa = 1 this
+                is drawn as c_j ~ P(c | z_j), i_j ~ P(i | c_j), the same law.
     lengths     every user has >= `min_reviews_per_user` reviews (the 5-core rule); the rest of
                 `n_reviews` is spread by a multinomial over log-normal user activities, so the
                 lengths sum to exactly `n_reviews`.
@@ -33,6 +46,10 @@ true category stays in the ground truth); in the 2018 format a small planted fra
 reviews is repeated once more with another `style` (the real 2018 dumps repeat a review once
 per style variant), so that the ingest's de-duplication is exercised.
 
+The metadata's category path names the category's own department tau(c), not the served topic:
+the raw files never show s_i; it is world structure, in the ground truth's `items.parquet` (the
+history-only ceiling counts it as public, like P(i | c), since a model can learn it from item ids).
+
 Everything per review is vectorised numpy (inverse-CDF sampling through one global
 `searchsorted` with per-group offsets, forward fill of topic switches with
 `np.maximum.accumulate`); lines are assembled by Polars string expressions and gzip-compressed
@@ -42,7 +59,7 @@ Per-item Python work is limited to the metadata lines.
 Modules, in the order a world is made:
     profiles      `Profile` (sizes and knobs), `PROFILES`, `FORMATS`, the calendar
     world         `World`, the typed sampled world, and `RandomStreams` (one stream per part)
-    catalogue     topics, categories, items and their probabilities
+    catalogue     topics, categories, items, their served topics and their probabilities
     sequences     users (topic sets, weights, lengths) and every review
     ids           reviewerIDs and asins
     releases      one writer per release format, built on `reviews` and `meta` (the line shapes)
@@ -53,6 +70,7 @@ Modules, in the order a world is made:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import operator
 import re
@@ -66,7 +84,7 @@ from micn.data.synthetic.summary import GROUND_TRUTH_DIR, WorldSummary
 from micn.data.synthetic.world import RandomStreams, World, sample_world
 from micn.errors import MicnError
 
-__all__ = ["FORMATS", "PROFILES", "Profile", "World", "WorldSummary", "check_name", "generate_world"]
+__all__ = ["FORMATS", "PROFILES", "Profile", "World", "WorldSummary", "check_kappa", "check_name", "generate_world"]
 
 
 def generate_world(
@@ -75,6 +93,7 @@ def generate_world(
     seed: int = 0,
     format: str = "2014",
     name: str | None = None,
+    kappa: float | None = None,
 ) -> WorldSummary:
     """Generate a synthetic world and write its raw files and ground truth under `out_dir`.
 
@@ -83,10 +102,14 @@ def generate_world(
                      (one Python dict literal per line, parse with `ast.literal_eval`);
       format "2018": `<Name>_5.json.gz` and `meta_<Name>.json.gz` (both strict JSON lines);
       always:        `ground_truth/{users,items,categories}.parquet` and `ground_truth/world.json`.
-    The same (profile, seed, format, name) always gives byte-identical files.
+    `kappa` (in [0, 1]) overrides the profile's (None: keep it; the built-in profiles have 1.0).
+    The same (profile, seed, format, name, kappa) always gives byte-identical files, and kappa = 1
+    gives the files of a call without it.
     """
     started = time.perf_counter()
     prof, seed, format, name, out = _checked_arguments(profile, out_dir, seed, format, name)
+    if kappa is not None:
+        prof = dataclasses.replace(prof, kappa=check_kappa(kappa))
     streams = RandomStreams.from_seed(seed)
     world = sample_world(prof, streams)
     try:
@@ -119,6 +142,14 @@ def _checked_arguments(
     if out.exists() and not out.is_dir():
         raise MicnError(f"out_dir={str(out)!r} exists and is not a directory; pass a directory path")
     return prof, seed, format, name, out
+
+
+def check_kappa(kappa: float) -> float:
+    """`kappa` as a float if it is a number in [0, 1] (MicnError naming it otherwise)."""
+    if isinstance(kappa, bool) or not isinstance(kappa, int | float) or not (0.0 <= kappa <= 1.0):
+        raise MicnError(f"kappa={kappa!r} must be a number in [0, 1] (the probability that an item serves "
+                        "its category's topic; 1 = the world without item-level interest signal)")
+    return float(kappa)
 
 
 def check_name(name: str) -> str:

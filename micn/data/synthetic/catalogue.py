@@ -7,7 +7,7 @@ never shows in the files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,12 @@ class Catalogue:
     item_cdf: np.ndarray  # (I,) float64, grouped CDF over items
     item_rank_in_cat: np.ndarray  # (I,) int, 0 = the most popular item of its category
     vocab: dict[str, list[str]]  # word lists of the profile's main category
+    # The topic each item serves and the sequences' P(i | t) (`serve_topics`; at kappa = 1 the
+    # category's topic and P(c | t) P(i | c), with no draw).
+    item_topic: np.ndarray  # (I,) int, the topic item i serves, s_i
+    p_item_topic: np.ndarray  # (I,) float64, P(i | s_i); sums to 1 over the items serving each topic
+    topic_items: np.ndarray  # (I,) int, item indices grouped by served topic (stable: index order within)
+    topic_item_cdf: np.ndarray  # (I,) float64, grouped CDF over `topic_items` (see `grouped_cdf`)
 
     @property
     def n_topics(self) -> int:
@@ -59,6 +65,7 @@ def sample_catalogue(prof: Profile, rng: np.random.Generator) -> Catalogue:
     assert len(set(cat_names)) == C, "category names must be unique (the vocabulary holds a duplicate combination)"
     # Some categories sit one level deeper in the path, so that readers must take the LAST element.
     cat_has_mid = rng.random(C) < 0.25
+    home = cat_topic[item_cat]  # (I,) the topic of each item's category
     return Catalogue(
         topic_pop=topic_pop,
         topic_names=topic_names,
@@ -73,7 +80,49 @@ def sample_catalogue(prof: Profile, rng: np.random.Generator) -> Catalogue:
         item_cdf=grouped_cdf(item_cat, p_item),
         item_rank_in_cat=np.arange(I) - np.repeat(np.cumsum(items_per_cat) - items_per_cat, items_per_cat),
         vocab=vocab,
+        **_served(home, p_cat[item_cat] * p_item, normalise=False),  # grouped by category, so by topic
     )
+
+
+def serve_topics(prof: Profile, catalogue: Catalogue, rng: np.random.Generator) -> Catalogue:
+    """The catalogue with each item's served topic s_i (draw stream `interests`, used only when kappa < 1).
+
+    s_i = topic(c_i) with probability kappa, else a topic drawn by popularity pi independently of
+    the category (it may be topic(c_i) again). Both draws are made for every item whatever kappa,
+    so two kappas < 1 of one seed share them (a smaller kappa only moves more items). Then every
+    topic that no item serves gets its anchor item back (the most popular item of the topic's most
+    popular category, which serves it at kappa = 1), repeated until no topic is empty (at most T
+    rounds: an anchor put back is never moved again, since its topic is no longer empty).
+    P(i | t) is P(c_i | topic(c_i)) P(i | c_i) renormalised over the items serving t.
+    At kappa = 1 the catalogue is returned as it is and `rng` is not touched.
+    """
+    if prof.kappa == 1.0:
+        return catalogue
+    cat, T, I = catalogue, prof.n_topics, prof.n_items
+    home = cat.cat_topic[cat.item_cat]  # (I,)
+    keep = rng.random(I) < prof.kappa
+    drawn = np.searchsorted(np.cumsum(cat.topic_pop), rng.random(I), side="right").clip(max=T - 1)
+    served = np.where(keep, home, drawn)
+    anchor = np.searchsorted(cat.item_cat, np.searchsorted(cat.cat_topic, np.arange(T)))  # (T,) rank-0 items
+    while (empty := np.flatnonzero(np.bincount(served, minlength=T) == 0)).size:
+        served[anchor[empty]] = empty
+    return replace(cat, **_served(served, cat.p_cat[cat.item_cat] * cat.p_item, normalise=True))
+
+
+def _served(served: np.ndarray, base: np.ndarray, normalise: bool) -> dict[str, np.ndarray]:
+    """The served-topic fields of `Catalogue` from s_i (I,) and the weights P(c_i | topic(c_i)) P(i | c_i)
+    (I,). Without `normalise` the weights are taken as P(i | s_i) as they are (kappa = 1: they sum to 1
+    over each topic's items by construction)."""
+    order = np.argsort(served, kind="stable")
+    p = base
+    if normalise:
+        p = base / np.bincount(served, weights=base, minlength=int(served.max()) + 1)[served]
+    return {
+        "item_topic": served,
+        "p_item_topic": p,
+        "topic_items": order,
+        "topic_item_cdf": grouped_cdf(served[order], p[order]),
+    }
 
 
 def zipf(n: int, s: float) -> np.ndarray:

@@ -2,7 +2,10 @@
 
 users / items / categories Parquet files, each sorted by its id so that lookups can bisect.
 The item table covers the whole catalogue, including items never reviewed and the ones planted
-without metadata (whose true category lives only here).
+without metadata (whose true category lives only here). Its `topic` is the topic the item SERVES
+(at kappa = 1 always its category's topic); at kappa < 1 it also holds `p_item_given_topic`,
+P(i | topic), which the oracle uses instead of P(c | t) P(i | c) (the column is left out at
+kappa = 1, where it equals that product, so that those files keep their bytes).
 """
 
 from __future__ import annotations
@@ -41,19 +44,23 @@ def _user_table(world: World) -> pa.Table:
 
 
 def _item_table(world: World) -> pa.Table:
-    """item_id, category, topic, p_item_given_category, has_meta, n_reviews; sorted by item_id."""
+    """item_id, category, topic (served), p_item_given_category, [p_item_given_topic: kappa < 1 only],
+    has_meta, n_reviews; sorted by item_id."""
     cat = world.catalogue
     cat_names = np.array(cat.cat_names, dtype=object)
-    return pa.table(
-        {
-            "item_id": pa.array(world.ids.item.astype(str)),
-            "category": pa.array(cat_names[cat.item_cat].tolist(), type=pa.string()),
-            "topic": pa.array(cat.cat_topic[cat.item_cat].astype(np.int32)),
-            "p_item_given_category": pa.array(cat.p_item),
-            "has_meta": pa.array(~world.missing_meta),
-            "n_reviews": pa.array(world.item_counts.astype(np.int64)),
-        }
-    ).take(pa.array(np.argsort(world.ids.item_rank)))
+    columns = {
+        "item_id": pa.array(world.ids.item.astype(str)),
+        "category": pa.array(cat_names[cat.item_cat].tolist(), type=pa.string()),
+        "topic": pa.array(cat.item_topic.astype(np.int32)),
+        "p_item_given_category": pa.array(cat.p_item),
+    }
+    if world.profile.kappa != 1.0:
+        columns["p_item_given_topic"] = pa.array(cat.p_item_topic)
+    columns |= {
+        "has_meta": pa.array(~world.missing_meta),
+        "n_reviews": pa.array(world.item_counts.astype(np.int64)),
+    }
+    return pa.table(columns).take(pa.array(np.argsort(world.ids.item_rank)))
 
 
 def _category_table(world: World) -> pa.Table:

@@ -49,6 +49,10 @@ class Profile:
     mean_gap_days: float = 45.0  # mean days between two reviews of a user (>= 1)
     missing_meta_fraction: float = 0.005  # fraction of reviewed items planted without a metadata line
     duplicate_fraction_2018: float = 0.002  # fraction of 2018 reviews repeated with another style
+    # Interest signal of item ids: probability that an item serves its category's topic (else a topic
+    # drawn by popularity, independently of the category; see the package docstring). Last field, and
+    # left out of world.json at 1.0, so that the worlds written before it existed keep their bytes.
+    kappa: float = 1.0
 
     def __post_init__(self) -> None:
         problems = [message for ok, message in self._checks() if not ok]
@@ -97,6 +101,7 @@ class Profile:
                 0.0 <= self.duplicate_fraction_2018 < 1.0,
                 f"duplicate_fraction_2018 must lie in [0, 1), got {self.duplicate_fraction_2018}",
             ),
+            (0.0 <= self.kappa <= 1.0, f"kappa must lie in [0, 1], got {self.kappa}"),
         ]
 
 

@@ -33,8 +33,8 @@ class Reviews:
     """Every review, in (user, time) order (draw stream 2)."""
 
     user: np.ndarray  # (N,) int32, user index, non-decreasing
-    topic: np.ndarray  # (N,) int32, the planted topic z_j
-    cat: np.ndarray  # (N,) int32, category index
+    topic: np.ndarray  # (N,) int32, the planted topic z_j (= the topic the item serves)
+    cat: np.ndarray  # (N,) int32, category index (the item's)
     item: np.ndarray  # (N,) int32, item index
     day: np.ndarray  # (N,) int64, days since 2000-01-01, strictly increasing per user
     rating: np.ndarray  # (N,) int8, 1..5
@@ -86,14 +86,23 @@ def _lengths(prof: Profile, rng: np.random.Generator) -> np.ndarray:
 
 
 def sample_reviews(prof: Profile, catalogue: Catalogue, users: Users, rng: np.random.Generator) -> Reviews:
-    """Every review, in (user, time) order: the topic chain, category, item, day and rating."""
+    """Every review, in (user, time) order: the topic chain, item (and its category), day and rating.
+
+    Whatever kappa, the stream draws the same arrays in the same order, so at one seed the users,
+    topic chains, days and ratings are those of kappa = 1 and only the items differ."""
     N, U = prof.n_reviews, prof.n_users
     starts = np.cumsum(users.lengths) - users.lengths  # (U,)
     user = np.repeat(np.arange(U, dtype=np.int32), users.lengths)  # (N,)
     pos = np.arange(N, dtype=np.int64) - starts[user]  # (N,) position within the user's sequence
     topic = _topic_chain(prof.rho, users, user, pos, rng)
-    cat = np.searchsorted(catalogue.cat_cdf, topic + rng.random(N), side="right").astype(np.int32)
-    item = np.searchsorted(catalogue.item_cdf, cat + rng.random(N), side="right").astype(np.int32)
+    if prof.kappa == 1.0:  # c_j ~ P(c | z_j), i_j ~ P(i | c_j): the draws of every world made before kappa
+        cat = np.searchsorted(catalogue.cat_cdf, topic + rng.random(N), side="right").astype(np.int32)
+        item = np.searchsorted(catalogue.item_cdf, cat + rng.random(N), side="right").astype(np.int32)
+    else:  # i_j ~ P(i | z_j) over the items serving z_j; c_j = c(i_j)
+        rng.random(N)  # the category uniform of kappa = 1, drawn and unused: days and ratings keep their draws
+        at = np.searchsorted(catalogue.topic_item_cdf, topic + rng.random(N), side="right")
+        item = catalogue.topic_items[at].astype(np.int32)
+        cat = catalogue.item_cat[item].astype(np.int32)
     day = _days(prof.mean_gap_days, users.lengths, starts, user, pos, rng)
     rating = (1 + rng.choice(5, size=N, p=RATING_P)).astype(np.int8)
     return Reviews(user=user, topic=topic, cat=cat, item=item, day=day, rating=rating)

@@ -4,6 +4,8 @@
 readers such as `micn.data.oracle.Oracle`; they are derived here, never stored twice), and
 `WorldSummary.read` parses the file back into an equal summary. The key `fmt` is the release
 format (`format` everywhere else): the file's bytes are pinned by tests/data/synthetic_hashes.json.
+So `profile_params.kappa` is written only when kappa != 1 (a missing key reads as 1.0), and the
+`model` line names P(i | topic(i)) only then.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ TABLES = ("users", "items", "categories")  # ground_truth/<table>.parquet
 MODEL = (
     "P(i | u, hist) = P(topic(i) | u, z_last) * P(cat(i) | topic(i)) * P(i | cat(i)); "
     "P(z' | u, z) = rho * 1[z' = z] + (1 - rho) * w_u[z']; empty history: w_u[z']"
+)
+MODEL_KAPPA = (  # kappa < 1: topic(i) is the topic item i serves (items.parquet `topic`)
+    "P(i | u, hist) = P(topic(i) | u, z_last) * P(i | topic(i)); "
+    "P(i | t) = 1[topic(i) = t] * P(cat(i) | topic(cat(i))) * P(i | cat(i)) / sum over the items serving t; "
+    "P(z' | u, z) = rho * 1[z' = z] + (1 - rho) * w_u[z']; z_last = topic(last history item); "
+    "empty history: w_u[z']"
 )
 
 
@@ -58,6 +66,7 @@ class WorldSummary:
     n_categories = _from_profile("n_categories", "Categories (each holds at least one item).")
     n_topics = _from_profile("n_topics", "Planted topics (interests).")
     n_reviews = _from_profile("n_reviews", "Distinct (user, item, time) reviews.")
+    kappa = _from_profile("kappa", "Probability that an item serves its category's topic.")
 
     @property
     def item_coverage(self) -> float:
@@ -78,9 +87,12 @@ class WorldSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """The layout of world.json."""
+        params = asdict(self.profile)
+        if params["kappa"] == 1.0:
+            del params["kappa"]  # the layout of every world written before kappa existed
         return {
             "profile": self.profile.name,
-            "profile_params": asdict(self.profile),
+            "profile_params": params,
             "seed": self.seed,
             "fmt": self.format,
             "name": self.name,
@@ -96,7 +108,7 @@ class WorldSummary:
             "time_range": {"first_unix": self.first_unix, "last_unix": self.last_unix},
             "files": {"reviews": self.reviews_file, "meta": self.meta_file}
             | {table: f"{GROUND_TRUTH_DIR}/{table}.parquet" for table in TABLES},
-            "model": MODEL,
+            "model": MODEL if self.kappa == 1.0 else MODEL_KAPPA,
         }
 
     def to_json(self) -> str:

@@ -4,9 +4,11 @@ Dimension glossary (the comments on every array use it):
     T topics, C categories, I items, U users, K the most topics a user holds
     (min(len(topics_per_user_p), T)), N reviews (distinct (user, item, time)).
 
-Draws come from six independent streams spawned from the seed (`RandomStreams`); each part of the
+Draws come from seven independent streams spawned from the seed (`RandomStreams`); each part of the
 world takes its own stream, so the bytes written for a seed depend only on the seed and on the
 order of draws inside each stream, which this package keeps fixed (tests/data/synthetic_hashes.json).
+The seventh, `interests`, is drawn from only when kappa < 1; child i of a SeedSequence does not
+depend on how many children are spawned, so the first six are those of the worlds made before it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from micn.data.synthetic.catalogue import Catalogue, sample_catalogue
+from micn.data.synthetic.catalogue import Catalogue, sample_catalogue, serve_topics
 from micn.data.synthetic.ids import Ids, make_ids
 from micn.data.synthetic.profiles import Profile
 from micn.data.synthetic.sequences import Reviews, Users, sample_reviews, sample_users
@@ -23,7 +25,7 @@ from micn.data.synthetic.sequences import Reviews, Users, sample_reviews, sample
 
 @dataclass(frozen=True)
 class RandomStreams:
-    """The six draw streams of one seed, in spawn order (changing the order changes every byte)."""
+    """The seven draw streams of one seed, in spawn order (changing the order changes every byte)."""
 
     catalogue: np.random.Generator
     users: np.random.Generator
@@ -31,10 +33,11 @@ class RandomStreams:
     ids: np.random.Generator  # the ids, then the items planted without metadata
     review_fields: np.random.Generator  # names, texts, votes, styles of the review lines
     meta_fields: np.random.Generator  # titles, prices, ranks, related items of the metadata lines
+    interests: np.random.Generator  # the items' served topics (only when kappa < 1)
 
     @classmethod
     def from_seed(cls, seed: int) -> RandomStreams:
-        return cls(*(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)))
+        return cls(*(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(7)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +59,7 @@ class World:
 
 def sample_world(prof: Profile, streams: RandomStreams) -> World:
     """Sample the whole world from its streams (the two writer streams are left untouched)."""
-    catalogue = sample_catalogue(prof, streams.catalogue)
+    catalogue = serve_topics(prof, sample_catalogue(prof, streams.catalogue), streams.interests)
     users = sample_users(prof, catalogue, streams.users)
     reviews = sample_reviews(prof, catalogue, users, streams.reviews)
     ids = make_ids(prof, streams.ids)

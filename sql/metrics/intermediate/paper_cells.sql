@@ -1,9 +1,12 @@
--- paper_cells(experiment): one row per (dataset, protocol, max_len, backbone, variant, phi) of the
--- runs an experiment asked for: test metrics as mean ± sample std over seeds, runs counted (ok and
--- failed), the ceilings and the learning evidence (means over the cell's ok runs), and two paired
+-- paper_cells(experiment): one row per (dataset, protocol, max_len, backbone, variant, ablation, phi)
+-- of the runs an experiment asked for (ablation: the mechanism experiment's information ablations of
+-- base runs, null elsewhere; ablated runs are never anyone's base): test metrics as mean ± sample std over seeds, runs counted (ok and
+-- failed), the ceilings and the learning evidence (means over the cell's ok runs: MICN Recall@K vs
+-- popularity, DIEN aux, gradient ratio, capsule purity vs shuffled and overlap), and two paired
 -- lifts of test AUC, each the mean difference over seeds with its 95 % t interval (normal beyond
 -- 500 pairs; none for one pair):
---   lift_*          on control and micn rows: this row − base (same dataset, length, backbone, seed);
+--   lift_*          on control, micn and ablated base rows: this row − base (same dataset, length,
+--                   backbone, seed; the base without ablation);
 --   lift_control_*  on micn rows: micn − control (same dataset, length, backbone, seed and φ; when
 --                   the experiment has no control at this φ but exactly one control φ for the cell,
 --                   that one: Table 3 pairs its whole φ sweep with one control, see params.yaml).
@@ -16,7 +19,7 @@ ok as (
     select * from asked where status = 'ok'
 ),
 cells as (
-    select dataset, max_len, backbone, variant, phi,
+    select dataset, max_len, backbone, variant, ablation, phi,
            count(*) filter (where status = 'ok') as n_runs,
            count(*) filter (where status = 'failed') as n_failed,
            any_value(protocol) filter (where protocol is not null) as protocol,
@@ -29,23 +32,28 @@ cells as (
            avg(popularity_recall) as popularity_recall_mean,
            avg(dien_aux) as dien_aux_mean,
            avg(grad_ratio) as grad_ratio_mean,
+           avg(capsule_purity) as capsule_purity_mean,
+           avg(capsule_purity_shuffled) as capsule_purity_shuffled_mean,
+           avg(capsule_overlap) as capsule_overlap_mean,
            avg(best_epoch) as best_epoch_mean,
-           avg(train_seconds) as train_seconds_mean
+           avg(best_step) as best_step_mean,
+           avg(train_seconds) as train_seconds_mean,
+           avg(kappa) as kappa
     from asked
-    group by dataset, max_len, backbone, variant, phi
+    group by dataset, max_len, backbone, variant, ablation, phi
 ),
 base_pairs as (
-    select m.dataset, m.max_len, m.backbone, m.variant, m.phi, m.auc - b.auc as lift
+    select m.dataset, m.max_len, m.backbone, m.variant, m.ablation, m.phi, m.auc - b.auc as lift
     from ok as m
     join ok as b on b.dataset = m.dataset and b.max_len = m.max_len and b.backbone = m.backbone
-                and b.seed = m.seed and b.variant = 'base'
-    where m.variant in ('control', 'micn')
+                and b.seed = m.seed and b.variant = 'base' and b.ablation is null
+    where m.variant in ('control', 'micn') or m.ablation is not null
 ),
 base_lifts as (
-    select dataset, max_len, backbone, variant, phi, count(*) as n_pairs,
+    select dataset, max_len, backbone, variant, ablation, phi, count(*) as n_pairs,
            avg(lift) as lift_mean, stddev_samp(lift) as lift_std
     from base_pairs
-    group by dataset, max_len, backbone, variant, phi
+    group by dataset, max_len, backbone, variant, ablation, phi
 ),
 control_phis as (
     select distinct dataset, max_len, backbone, phi from asked where variant = 'control'
@@ -75,7 +83,7 @@ control_lifts as (
     group by dataset, max_len, backbone, phi
 ),
 final as (
-    select c.dataset, c.protocol, c.max_len, c.backbone, c.variant, c.phi,
+    select c.dataset, c.protocol, c.max_len, c.backbone, c.variant, c.ablation, c.phi, c.kappa,
            c.n_runs, c.n_failed,
            c.auc_mean, c.auc_std,
            case when c.auc_std is null then printf('%.4f', c.auc_mean)
@@ -83,7 +91,8 @@ final as (
            c.gauc_mean, c.gauc_std, c.logloss_mean, c.logloss_std,
            c.oracle_auc, c.history_only_auc,
            c.micn_recall_mean, c.popularity_recall_mean, c.dien_aux_mean, c.grad_ratio_mean,
-           c.best_epoch_mean, c.train_seconds_mean,
+           c.capsule_purity_mean, c.capsule_purity_shuffled_mean, c.capsule_overlap_mean,
+           c.best_epoch_mean, c.best_step_mean, c.train_seconds_mean,
            l.n_pairs, l.lift_mean,
            l.lift_mean - coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_low,
            l.lift_mean + coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_high,
@@ -93,7 +102,8 @@ final as (
            k.lift_mean + coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_high
     from cells as c
     left join base_lifts as l on l.dataset = c.dataset and l.max_len = c.max_len and l.backbone = c.backbone
-                             and l.variant = c.variant and l.phi = c.phi
+                             and l.variant = c.variant and l.ablation is not distinct from c.ablation
+                             and l.phi is not distinct from c.phi
     left join t_quantiles as t on t.df = l.n_pairs - 1
     left join control_lifts as k on c.variant = 'micn' and k.dataset = c.dataset and k.max_len = c.max_len
                                 and k.backbone = c.backbone and k.phi = c.phi
