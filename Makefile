@@ -30,7 +30,7 @@ test: env
 # The mechanism experiment (issue 12): the κ sweep beside Table 2 in this workspace (its κ = 1 runs are
 # Table 2's, reused); `git checkout params.yaml && dvc repro` returns to the default experiment.
 mechanism: env
-	dvc exp run -S experiments.mechanism.enabled=true
+	dvc exp run dvc.yaml -S experiments.mechanism.enabled=true
 
 # Table 2 on the Electronics-shaped world (issue 12 §3), in studies/electronics/ (~1 h on 2 cores).
 electronics: env

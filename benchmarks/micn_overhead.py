@@ -87,7 +87,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; the best counts")
     parser.add_argument("--fused", action="store_true", help="Adam(fused=True) instead of the foreach default")
     parser.add_argument("--user-profile", action="store_true", help="MICN with the paper's profile join")
-    parser.add_argument("--post-layers", type=int, nargs="*", default=[], help="MIND's ReLU layers, e.g. 64")
+    parser.add_argument("--post-layers", type=int, nargs="*", default=list(MICNConfig().post_layers),
+                        help="MIND's ReLU layers after the capsules (default: micn.post_layers' default, 64; "
+                        "give none for the capsule-only ablation)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     micn_cfg = MICNConfig(d_aux=2 * D_ID, user_profile=args.user_profile, post_layers=tuple(args.post_layers))

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from micn.report import TABLES, Report, build_metrics_db, write_report
+from micn.report import TITLES, Report, build_metrics_db, write_report
 
 DESCRIPTION = (
     "Build the metrics database (tables runs and history; views paper_table2, paper_table3, paper_table4, "
@@ -74,7 +74,7 @@ def report_flow(metrics_dir: str = "metrics", db: str = "metrics/metrics.duckdb"
     counts = build_db(metrics_dir, db)
     report = render(db, out)
     for name, rows in report.tables.items():
-        create_table_artifact(key=name.replace("_", "-"), table=rows, description=TABLES[name])
+        create_table_artifact(key=name.replace("_", "-"), table=rows, description=TITLES[name])
     create_markdown_artifact(key="micn-report", markdown=report.markdown, description=str(report.path))
     if report.failed:
         get_run_logger().warning("%d run(s) failed and are marked in %s: %s", len(report.failed), report.path,
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
     """`micn report`: counts and files on stdout, failed runs on stderr."""
     job = job_from_args(args)
     r = run_report(job)
-    print(f"{job.db}: {r.ok} runs ok, {len(r.failed)} failed, {r.history_rows} epochs of history")
+    print(f"{job.db}: {r.ok} runs ok, {len(r.failed)} failed, {r.history_rows} evaluations of history")
     print(f"{r.report} with {len(r.figures)} figures: " + ", ".join(r.figures))
     for run_id in r.failed:
         print(f"FAILED {run_id} (marked in {r.report})", file=sys.stderr)

@@ -232,7 +232,18 @@ def prune(root: str | Path, planned: list[RunSpec]) -> Pruned:
         if deleted:
             removed.add(run_id)
         left += others
+    for top in (root / "metrics" / "runs", root / "metrics" / "history", root / "models"):
+        _remove_emptied_datasets(top, {r.split("/", 1)[0] for r in removed})
     return Pruned(removed=sorted(removed), left_alone=sorted(str(p) for p in left))
+
+
+def _remove_emptied_datasets(top: Path, datasets: set[str]) -> None:
+    """Remove `top/<dataset>/` folders that pruning emptied (a dataset the grid no longer trains on,
+    e.g. a κ world of the mechanism experiment); a folder holding anything else stays."""
+    for dataset in datasets:
+        folder = top / dataset
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _entries(top: Path) -> list[tuple[Path, str | None]]:

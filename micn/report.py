@@ -44,7 +44,8 @@ TABLES = {
     "paper_table4": "Table 4: history length (max_len): base, control and MICN",
 }
 MECHANISM = "paper_mechanism"  # the mechanism experiment's view (issue 12), its own section and figure
-VIEWS = (*TABLES, MECHANISM, "failed_runs")  # sql/metrics/marts/<view>.sql
+TITLES = {**TABLES, MECHANISM: "The mechanism experiment: MICN − control against the interest signal κ"}
+VIEWS = (*TITLES, "failed_runs")  # sql/metrics/marts/<view>.sql
 # The figures `write_report` draws, by file name: the only PNGs it ever deletes.
 FIGURES = ("auc_by_backbone.png", "learning_curves.png", "phi_sweep.png", "max_len.png", "mechanism.png")
 BACKBONE_NAMES = {"wide_deep": "Wide&Deep", "din": "DIN", "dien": "DIEN"}
@@ -177,7 +178,7 @@ class Report:
 def read_views(db_path: str | Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(paper tables by view name, runs, history, failed runs) from the metrics database."""
     with duckdb.connect(str(db_path), read_only=True) as con:
-        tables = {name: con.sql(f"select * from {name}").pl() for name in (*TABLES, MECHANISM)}
+        tables = {name: con.sql(f"select * from {name}").pl() for name in TITLES}
         runs = con.sql("select * exclude (params) from runs").pl()
         history = con.sql("select * from history").pl()
         failed = con.sql("select * from failed_runs").pl()

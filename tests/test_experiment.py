@@ -251,3 +251,21 @@ def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
     assert is_synthetic("synthetic-kappa0") and is_synthetic("synthetic") and not is_synthetic("books")
     exp = load_experiment(mechanism_params(tmp_path))
     check_raw_data(exp, tmp_path / "raw")  # κ worlds are the generate stage's: no raw files asked of the user
+
+
+def test_the_electronics_study_plans_table2_at_the_papers_length():
+    """studies/electronics (issue 12 §3): the default pipeline's settings but the electronics profile,
+    max_len 10 and 3 seeds; its dvc.yaml runs the same stage commands in its own folder."""
+    from micn.config import load_params
+
+    study = REPO / "studies" / "electronics"
+    exp = load_experiment(study / "params.yaml")
+    params, default = load_params(study / "params.yaml"), load_params(REPO / "params.yaml")
+    assert params.generate.profile == "electronics" and exp.datasets["synthetic"].max_len == 10
+    assert exp.grid.seeds == (1, 2, 3) and (exp.train, exp.micn, exp.samples) == (default.train, default.micn,
+                                                                                  default.samples)
+    runs = plan_runs(exp)
+    assert len(runs) == 3 * 3 * 3 and {r.max_len for r in runs} == {10}
+    stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
+    root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert {name: s["cmd"] for name, s in stages.items()} == {name: s["cmd"] for name, s in root.items()}

@@ -152,6 +152,12 @@ def test_prune_removes_only_runs_the_grid_no_longer_asks_for(root):
         assert spec.history_path(root).exists() == exists
         assert spec.model_dir(root).exists() == exists
     assert prune(root, keep) == type(prune(root, keep))(removed=[], left_alone=[])
+    # a dataset no longer trained on (a κ world): its emptied folders go, a folder with a user's file stays
+    note = root / "models" / "tiny" / "NOTES.txt"
+    note.write_text("mine")
+    assert set(prune(root, []).removed) == {s.run_id for s in planned[:2]} - gone
+    assert not (root / "metrics" / "runs" / "tiny").exists() and not (root / "metrics" / "history" / "tiny").exists()
+    assert note.read_text() == "mine"
 
 
 def test_run_id_names_every_axis():
@@ -162,6 +168,9 @@ def test_run_id_names_every_axis():
     from micn.grid import RUN_NAME
 
     assert all(RUN_NAME.fullmatch(f"din-{v}{'' if v == 'base' else '-phi0.3'}-len20-seed1") for v in VARIANTS)
+    ablated = RunSpec("synthetic-kappa0p5", "din", "base", 20, None, 3, ablation="one_category")
+    assert ablated.run_id == "synthetic-kappa0p5/din-base-one_category-len20-seed3"
+    assert RUN_NAME.fullmatch(ablated.run_id.split("/", 1)[1]) and not RUN_NAME.fullmatch("din-base-no_users-len20-seed3")
 
 
 def test_grid_leaves_user_files_alone(tmp_path):
