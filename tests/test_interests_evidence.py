@@ -16,6 +16,7 @@ from micn.interests import capsule_evidence, capsule_overlap, capsule_purity, cl
 from micn.models.micn_aux import MICNConfig
 from micn.models.with_micn import build_with_micn
 from micn.nn.capsule import Routing
+from tests.test_micn import planted_batch
 from tests.test_models import N_CATEGORIES, N_ITEMS, N_USERS
 
 KEYS = {"capsule_purity", "capsule_purity_shuffled", "capsule_overlap"}
@@ -163,16 +164,9 @@ def test_no_qualifying_user_gives_none(monkeypatch):
 
 
 def planted(B: int = 40, T: int = 16, seed: int = 0):
-    """Users whose histories mix two topics; item topic = item index mod 2 (as tests/test_micn.py)."""
-    g = torch.Generator().manual_seed(seed)
-    hist = torch.randint(2, N_ITEMS, (B, T), generator=g)
-    topics = np.full(N_ITEMS, -1)
-    topics[2:] = np.arange(2, N_ITEMS) % 2
-    batch = Batch(user=torch.randint(2, N_USERS, (B,), generator=g), item=torch.randint(2, N_ITEMS, (B,), generator=g),
-                  category=torch.randint(2, N_CATEGORIES, (B,), generator=g), hist_items=hist,
-                  hist_categories=hist % 2 + 2, hist_neg_items=hist, hist_neg_categories=hist % 2 + 2,
-                  hist_len=torch.full((B,), T), label=(torch.arange(B) % 4 != 3).float())
-    return batch, topics
+    """tests/test_micn.py's users mixing two topics (item topic = index mod 2), every fourth row a negative."""
+    batch, topics = planted_batch(B, T, seed)
+    return dataclasses.replace(batch, label=(torch.arange(B) % 4 != 3).float()), topics
 
 
 def topic_model(collapsed: bool = False):
