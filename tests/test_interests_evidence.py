@@ -16,18 +16,10 @@ from micn.interests import capsule_evidence, capsule_overlap, capsule_purity, cl
 from micn.models.micn_aux import MICNConfig
 from micn.models.with_micn import build_with_micn
 from micn.nn.capsule import Routing
-from tests.test_micn import planted_batch
+from tests.test_micn import one_thread, planted_batch  # noqa: F401 - one_thread: the autouse fixture
 from tests.test_models import N_CATEGORIES, N_ITEMS, N_USERS
 
 KEYS = {"capsule_purity", "capsule_purity_shuffled", "capsule_overlap"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def sample_set(batch: Batch) -> SampleSet:
