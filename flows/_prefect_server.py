@@ -51,17 +51,39 @@ def main(argv: list[str] | None = None) -> int:
         while not stopping and server.poll() is None:
             if _live_clients(folder / "clients"):
                 last_busy = time.monotonic()
-            elif time.monotonic() - last_busy > args.idle:
-                print("idle: stopping", flush=True)
+            elif time.monotonic() - last_busy > args.idle and _stop_if_still_idle(folder, server):
+                print("idle: stopped", flush=True)
                 break
             time.sleep(POLL_S)
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads((folder / "state.json").read_text())
-            if state.get("pid") == os.getpid():
-                (folder / "state.json").unlink()
-        _terminate(server)
+        _shutdown(folder, server)
     return 0
+
+
+def _stop_if_still_idle(folder: Path, server: subprocess.Popen) -> bool:
+    """Stop the server if still no client uses it, under the lock that clients take to pick it up,
+    so none can find it healthy between this check and the stop. False: busy again, or the lock was
+    held (a client is starting or checking); the caller tries again on a later poll."""
+    from flows._prefect import LOCK_TIMEOUT_S, _locked
+
+    try:
+        with _locked(folder / "lock", LOCK_TIMEOUT_S):
+            if _live_clients(folder / "clients"):
+                return False
+            _shutdown(folder, server)
+            return True
+    except (OSError, TimeoutError):
+        return False
+
+
+def _shutdown(folder: Path, server: subprocess.Popen) -> None:
+    """Stop the server first, then remove state.json: while the file exists, its URL may answer;
+    once it is gone, nothing answers there. Idempotent."""
+    _terminate(server)
+    with contextlib.suppress(OSError, ValueError):
+        state = json.loads((folder / "state.json").read_text())
+        if state.get("pid") == os.getpid():
+            (folder / "state.json").unlink()
 
 
 def _start(port: int) -> subprocess.Popen:
