@@ -255,17 +255,17 @@ def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
 
 def test_the_electronics_study_plans_table2_at_the_papers_length():
     """studies/electronics (issue 12 §3): the default pipeline's settings but the electronics profile,
-    max_len 10 and 3 seeds; its dvc.yaml runs the same stage commands in its own folder."""
+    max_len 10 and the default seeds; its dvc.yaml runs the same stage commands in its own folder."""
     from micn.config import load_params
 
     study = REPO / "studies" / "electronics"
     exp = load_experiment(study / "params.yaml")
     params, default = load_params(study / "params.yaml"), load_params(REPO / "params.yaml")
     assert params.generate.profile == "electronics" and exp.datasets["synthetic"].max_len == 10
-    assert exp.grid.seeds == (1, 2, 3) and (exp.train, exp.micn, exp.samples) == (default.train, default.micn,
-                                                                                  default.samples)
+    assert (exp.grid.seeds, exp.train, exp.micn, exp.samples) == (default.grid.seeds, default.train, default.micn,
+                                                                   default.samples)
     runs = plan_runs(exp)
-    assert len(runs) == 3 * 3 * 3 and {r.max_len for r in runs} == {10}
+    assert len(runs) == 3 * 3 * len(default.grid.seeds) and {r.max_len for r in runs} == {10}
     stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert {name: s["cmd"] for name, s in stages.items()} == {name: s["cmd"] for name, s in root.items()}
