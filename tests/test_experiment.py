@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import yaml
 
@@ -255,7 +257,7 @@ def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
 
 def test_the_electronics_study_plans_table2_at_the_papers_length():
     """studies/electronics (issue 12 §3): the default pipeline's settings but the electronics profile,
-    max_len 10 and the default seeds; its dvc.yaml runs the same stage commands in its own folder."""
+    max_len 10 and the default seeds, plus the mechanism sweep for DIN; its dvc.yaml runs the same stage commands in its own folder."""
     from micn.config import load_params
 
     study = REPO / "studies" / "electronics"
@@ -265,7 +267,12 @@ def test_the_electronics_study_plans_table2_at_the_papers_length():
     assert (exp.grid.seeds, exp.train, exp.micn, exp.samples) == (default.grid.seeds, default.train, default.micn,
                                                                    default.samples)
     runs = plan_runs(exp)
-    assert len(runs) == 3 * 3 * len(default.grid.seeds) and {r.max_len for r in runs} == {10}
+    seeds = len(default.grid.seeds)
+    assert {r.max_len for r in runs} == {10} and all(r.ablation is None for r in runs)
+    # Table 2 on the κ = 1 world, its DIN runs shared with the mechanism sweep of DIN at κ = 0.5 and 0
+    assert Counter((r.dataset, r.backbone) for r in runs) == {
+        ("synthetic", "wide_deep"): 3 * seeds, ("synthetic", "din"): 3 * seeds, ("synthetic", "dien"): 3 * seeds,
+        ("synthetic-kappa0p5", "din"): 3 * seeds, ("synthetic-kappa0", "din"): 3 * seeds}
     stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert {name: s["cmd"] for name, s in stages.items()} == {name: s["cmd"] for name, s in root.items()}
