@@ -257,7 +257,8 @@ def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
 
 def test_the_electronics_study_plans_table2_at_the_papers_length():
     """studies/electronics (issue 12 §3): the default pipeline's settings but the electronics profile,
-    max_len 10 and the default seeds, plus the mechanism sweep for DIN; its dvc.yaml runs the same stage commands in its own folder."""
+    max_len 10 and the default seeds, plus the mechanism sweep for DIN; its dvc.yaml runs the same
+    stage commands in its own folder."""
     from micn.config import load_params
 
     study = REPO / "studies" / "electronics"
