@@ -27,12 +27,12 @@ repro: env
 test: env
 	pytest
 
-# The mechanism experiment (issue 12): the κ sweep beside Table 2 in this workspace (its κ = 1 runs are
+# The mechanism experiment: the κ sweep beside Table 2 in this workspace (its κ = 1 runs are
 # Table 2's, reused); `git checkout params.yaml && dvc repro` returns to the default experiment.
 mechanism: env
 	dvc exp run dvc.yaml -S experiments.mechanism.enabled=true
 
-# Table 2 on the Electronics-shaped world (issue 12 §3), in studies/electronics/ (~1 h on 2 cores).
+# Table 2 and the DIN κ sweep on the Electronics-shaped world, in studies/electronics/ (75 runs, ~3 h on 2 cores).
 electronics: env
 	dvc repro studies/electronics/dvc.yaml
 

@@ -26,7 +26,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from micn.data.synthetic import FORMATS, PROFILES, WorldSummary, generate_world
+from micn.data.synthetic import generate_world
+from micn.data.synthetic.profiles import PROFILES
+from micn.data.synthetic.summary import WorldSummary
+from micn.names import FORMATS
 
 RECORDED = Path(__file__).resolve().parents[1] / "tests" / "data" / "synthetic_hashes.json"
 

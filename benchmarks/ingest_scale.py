@@ -34,7 +34,7 @@ def _step_generate(profile: str, out: str) -> dict:
 
 
 def _step_ingest(profile: str, out: str) -> dict:
-    from micn.data.ingest import ingest
+    from micn.data.ingest.load import ingest
 
     reviews, meta = _files(out)
     db = Path(out) / "bench.duckdb"

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from micn.data.batch import Batch, random_batch
 from micn.models import build_backbone
-from micn.models.micn_aux import MICNConfig
+from micn.config import MICNConfig
 from micn.models.with_micn import build_control, build_with_micn
 from micn.nn import ItemEmbedding
 

@@ -41,10 +41,12 @@ import torch
 from torch import nn
 
 from micn.config import MICNConfig, TrainConfig
-from micn.data.samples import build_samples
+from micn.data.samples.build import build_samples
 from micn.evaluate import oracle_auc
-from micn.interests import capsule_purity, item_topics, load_model
-from micn.train import RunConfig, RunPaths, train
+from micn.evidence import capsule_purity, item_topics
+from micn.interests import load_model
+from micn.run import RunConfig, RunPaths
+from micn.train import train
 
 
 def ensure_samples(data: Path) -> Path:
@@ -52,7 +54,7 @@ def ensure_samples(data: Path) -> Path:
     samples = data / "samples_dien"
     if (samples / "feature_map.json").is_file():
         return samples
-    from micn.data.ingest import ingest
+    from micn.data.ingest.load import ingest
     from micn.data.synthetic import generate_world
 
     world = data / "world"
@@ -74,7 +76,8 @@ def t_quantile_975(df: int) -> float:
 
 def purity_of(model: nn.Module, samples: Path) -> dict:
     """Capsule purity vs the planted topics on the test users (see `micn.interests`)."""
-    from micn.data.dataset import SampleSet, load_feature_map
+    from micn.data.dataset import SampleSet
+    from micn.data.feature_map import load_feature_map
 
     test = SampleSet.from_parquet(samples / "test.parquet", load_feature_map(samples))
     topics = item_topics(samples, samples.parent / "world")
@@ -162,7 +165,8 @@ def main() -> None:
                 print(f"{backbone:9s} {variant:7s} seed {seed}: test AUC {m['auc']:.4f} GAUC {m['gauc']:.4f} "
                       f"(valid {m['valid_auc']:.4f}, {time.perf_counter() - t0:.0f} s)", flush=True)
 
-    from micn.data.dataset import SampleSet, load_feature_map
+    from micn.data.dataset import SampleSet
+    from micn.data.feature_map import load_feature_map
 
     fmap = load_feature_map(samples)
     oracle = oracle_auc(SampleSet.from_parquet(samples / "test.parquet", fmap), fmap, samples)
@@ -195,7 +199,7 @@ def main() -> None:
                               for v in ("control", "micn")}
     if any(p for ps in purities.values() for p in ps.values()):
         print()
-        print("Capsule purity vs planted topics, test users with >= 2 interests (micn.interests.capsule_purity);")
+        print("Capsule purity vs planted topics, test users with >= 2 interests (micn.evidence.capsule_purity);")
         print("the control's capsules are routed over e_aux that no MICN loss trained:")
         print()
         print("| backbone | variant | runs | purity | shuffled assignment | one cluster (majority) | users |")

@@ -28,7 +28,7 @@ TARGETS = {"electronics": (30, 4096), "books": (180, 8192)}  # seconds, MB
 
 
 def _step_prepare(profile: str, out: str, _protocol: str, _max_len: int) -> dict:
-    from micn.data.ingest import ingest
+    from micn.data.ingest.load import ingest
     from micn.data.synthetic import generate_world
 
     t = time.perf_counter()
@@ -43,7 +43,8 @@ def _step_prepare(profile: str, out: str, _protocol: str, _max_len: int) -> dict
 
 def _step_samples(profile: str, out: str, protocol: str, max_len: int) -> dict:
     from micn.config import SamplesConfig
-    from micn.data.samples import SamplesJob, build_job
+    from micn.data.samples.build import build_job
+    from micn.data.samples.job import SamplesJob
 
     t = time.perf_counter()
     job = SamplesJob(profile, max_len, SamplesConfig(protocol=protocol, seed=0))

@@ -10,7 +10,7 @@ at most once, and `prefect flow-run ls` (or the UI at the URL in state.json) sho
 
 Never in the way:
   - PREFECT_API_URL set (environment, Prefect profile or pyproject) -> that server is used as is;
-  - MICN_PREFECT_SERVER=temporary -> Prefect's own per-process temporary server (the old behaviour);
+  - MICN_PREFECT_SERVER=temporary -> Prefect's own per-process temporary server;
   - a server that cannot be started or reached in time -> the same fallback, with one line saying so.
 Every wait is bounded: the lock (LOCK_TIMEOUT_S), the health check (HEALTH_TIMEOUT_S), the start
 (Prefect's PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, at least START_TIMEOUT_S), and a

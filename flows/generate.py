@@ -1,4 +1,4 @@
-"""`micn generate`: the synthetic Amazon world (DESIGN §3.4), its command line and its Prefect flow.
+"""`micn generate`: the synthetic Amazon world (docs/architecture.md, "Synthetic world"), its command line and its Prefect flow.
 
     micn generate --params params.yaml --out data/raw/synthetic          # the pipeline's world (dvc.yaml)
     micn generate --profile tiny --out /tmp/world --seed 7 --format 2018   # one world by hand
@@ -18,9 +18,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from micn.config import FORMATS, PROFILE_NAMES, GenerateConfig, from_mapping, seed_argument
+from micn.config import GenerateConfig, from_mapping, seed_argument
+from micn.names import FORMATS, PROFILE_NAMES
 from micn.data.layout import KAPPA_SUBDIR
-from micn.data.synthetic import PROFILES, WorldSummary, check_kappa, check_name, generate_world
+from micn.data.synthetic import check_kappa, check_name, generate_world
+from micn.data.synthetic.profiles import PROFILES
+from micn.data.synthetic.summary import WorldSummary
 from micn.errors import MicnError
 
 DESCRIPTION = (
@@ -96,7 +99,7 @@ def _from_flags(args: argparse.Namespace) -> GenerateConfig:
     return from_mapping(GenerateConfig, values, where="micn generate")
 
 
-@task(cache_policy=NO_CACHE)  # DVC decides what reruns (DESIGN §7)
+@task(cache_policy=NO_CACHE)  # DVC decides what reruns, not Prefect's cache
 def write_world(config: GenerateConfig, out: str) -> WorldSummary:
     return generate_world(config.profile, out, seed=config.seed, format=config.format, name=config.name,
                           kappa=config.kappa)

@@ -39,8 +39,8 @@ DESCRIPTION = (
     "over grid.seeds, fanned out through the flow's task runner: threads, or Dask/Ray when grid.address or "
     "$MICN_GRID_ADDRESS names a cluster (asked within grid.connect_timeout_s). Writes metrics/runs/<dataset>/<run>.json, "
     "metrics/history/<dataset>/<run>.json and models/<dataset>/<run>/. Unchanged finished runs are reused; a run that "
-    "fails after its retries is recorded with its error and the others go on. Files of runs the grid no longer asks "
-    "for are deleted when the grid wrote them; anything else under metrics/ and models/ is left alone and listed."
+    "fails after its retries is recorded with its error and the others go on. Files of runs the plan leaves out "
+    "are deleted when the grid wrote them; anything else under metrics/ and models/ is left alone and listed."
 )
 SAMPLE_FILES = ("feature_map.json", "train.parquet", "valid.parquet", "test.parquet")
 
@@ -123,7 +123,7 @@ def grid_flow(params: str = "params.yaml", root: str = ".") -> GridResult:
     planned = plan_runs(exp)
     pruned = prune(root, planned)
     if pruned.removed:
-        logger.info("removed %d run(s) the grid no longer asks for: %s", len(pruned.removed), ", ".join(pruned.removed))
+        logger.info("removed %d run(s) the plan leaves out: %s", len(pruned.removed), ", ".join(pruned.removed))
     if pruned.left_alone:
         logger.warning("left alone (not written by the grid): %s", ", ".join(pruned.left_alone))
     digests = {(d, n): samples_hash(samples_dir(Path(root), d, n)) for d, n in exp.samples_needed()}

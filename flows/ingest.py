@@ -2,7 +2,7 @@
 
 Two ways to say what to ingest, one typed result (`IngestConfig`): flags name one dataset's
 files (`--dataset --reviews --meta`); `--params` ingests every dataset enabled in params.yaml
-from `RAW/<dataset>/`. The library call is `micn.data.ingest.ingest`; this module only wires it.
+from `RAW/<dataset>/`. The library call is `micn.data.ingest.load.ingest`; this module only wires it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from micn.data.ingest import SHRINK_FLOOR, IngestReport, check_inputs, ingest
+from micn.data.ingest.accounting import IngestReport
+from micn.data.ingest.inputs import check_inputs
+from micn.data.ingest.load import ingest
+from micn.data.ingest.publish import SHRINK_FLOOR
 from micn.errors import MicnError
 
 DESCRIPTION = (
@@ -76,7 +79,8 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
 
 
 def _jobs_from_params(params: str, raw: Path) -> tuple[IngestJob, ...]:
-    from micn.experiment import check_raw_data, load_experiment, raw_dir, raw_files
+    from micn.data.layout import raw_dir
+    from micn.experiment import check_raw_data, load_experiment, raw_files
 
     exp = load_experiment(params)
     check_raw_data(exp, raw)
@@ -91,7 +95,7 @@ def _jobs_from_params(params: str, raw: Path) -> tuple[IngestJob, ...]:
     return tuple(jobs)
 
 
-@task(cache_policy=NO_CACHE)  # DVC decides what reruns (DESIGN §7)
+@task(cache_policy=NO_CACHE)  # DVC decides what reruns, not Prefect's cache
 def load_warehouse(dataset: str, reviews: list[str], meta: list[str], db: str, allow_shrink: bool = False) -> IngestReport:
     return ingest(dataset, reviews, meta, db, allow_shrink=allow_shrink)
 

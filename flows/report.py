@@ -17,7 +17,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from micn.report import TITLES, Report, build_metrics_db, write_report
+from micn.report import Report, write_report
+from micn.report.database import build_metrics_db
+from micn.report.labels import TITLES
 
 DESCRIPTION = (
     "Build the metrics database (tables runs and history; views paper_table2, paper_table3, paper_table4, "

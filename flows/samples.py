@@ -4,7 +4,7 @@
     micn samples --params params.yaml --db data/warehouse.duckdb --out data/samples     # the DVC stage
 
 Both modes become one typed `SamplesPlan`: the warehouse and one `SamplesBuild` (a
-`micn.data.samples.SamplesJob` and its output folder) per samples folder. Flag mode builds one;
+`micn.data.samples.job.SamplesJob` and its output folder) per samples folder. Flag mode builds one;
 `--params` mode builds `OUT/<dataset>/len<max_len>` for every enabled dataset and every history
 length the enabled experiments train on, with the file's `samples` section. Every job is
 validated before the first one starts.
@@ -21,8 +21,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from micn.config import seed_argument
-from micn.data.samples import PROTOCOLS, SamplesJob, SamplesReport, build_job, check_warehouse, samples_subdir
+from micn.data.layout import samples_subdir
+from micn.data.samples.build import build_job
+from micn.data.samples.job import SamplesJob, SamplesReport
+from micn.data.samples.warehouse import check_warehouse
 from micn.errors import MicnError
+from micn.names import PROTOCOLS
 
 DESCRIPTION = (
     "Build one dataset's samples from the DuckDB warehouse (read-only): per-user behavior sequences, sampled "

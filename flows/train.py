@@ -17,9 +17,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from micn.config import VARIANTS, MICNConfig, TrainConfig, load_section, seed_argument
+from micn.config import MICNConfig, TrainConfig, load_section, seed_argument
 from micn.record import RunRecord
-from micn.train import RunConfig, RunPaths, load_splits, train
+from micn.names import VARIANTS
+from micn.run import RunConfig, RunPaths, load_splits
+from micn.train import train
 
 DESCRIPTION = (
     "Train one CTR backbone with Adam, select the best of its evaluations (train.evals_per_epoch a pass) on "

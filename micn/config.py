@@ -3,11 +3,11 @@
     params = load_params("params.yaml")            # every section, every bad key named in one error
     cfg = load_section("params.yaml", "train", TrainConfig)   # one section (DVC stages read their own)
 
-Each section type is a pydantic dataclass (`_section`): `dataclasses.asdict`, `replace` and
+Each section type is a pydantic dataclass (`validated`): `dataclasses.asdict`, `replace` and
 `fields` work on it like on a stdlib dataclass, while pydantic checks types strictly (no "1" for
 1, no `true` for 1), ranges, finite numbers and unknown keys, and reports every bad key of a call
 at once. `replace` re-validates. Why pydantic and not hand-written checks: it is installed with
-Prefect and collects all errors in one pass, which the old per-key `__post_init__` checks did not.
+Prefect and collects all errors of a file in one pass, where per-key checks stop at the first.
 
 The file itself is read with a SafeLoader that refuses duplicate keys (YAML silently keeps the
 last one) and only the sections in `SECTIONS` are allowed, so a misspelt `trian:` is an error.
@@ -28,22 +28,14 @@ from pydantic import ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from micn.errors import MicnError
+from micn.names import ABLATIONS, BACKBONE_NAMES, FORMATS, PROFILE_NAMES, PROTOCOLS, VARIANTS
 
 T = TypeVar("T")
 
 SECTIONS = ("generate", "datasets", "samples", "experiments", "grid", "train", "micn")
 SEED_MAX = 2**63 - 1  # seeds feed numpy/torch/DuckDB generators, which take signed 64-bit integers
-# Names only, so that reading params.yaml imports no torch / no generator; tests/test_config.py
-# checks them against micn.models.BACKBONES and micn.data.synthetic.PROFILES.
-BACKBONE_NAMES = ("wide_deep", "din", "dien")
-PROFILE_NAMES = ("tiny", "default", "electronics", "books")
-VARIANTS = ("base", "control", "micn")  # control: the width-matched backbone without L_micn
-# information ablations of the mechanism experiment (micn.data.dataset.SampleSet.ablated)
-ABLATIONS = ("no_item_ids", "one_category")
 RUNNERS = ("auto", "thread", "dask", "ray")
 SAMPLERS = ("log_uniform", "uniform")
-PROTOCOLS = ("dien", "din")
-FORMATS = ("2014", "2018")
 ADDRESS_ENV = "MICN_GRID_ADDRESS"  # overrides grid.address (e.g. in a deployment's environment)
 
 # Strict scalars: YAML `"3"` is not 3 and `true` is not 1; an int is accepted for a float.
@@ -58,12 +50,16 @@ Unit = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _section(cls: type[T]) -> type[T]:
-    """A frozen pydantic dataclass: extra keys forbidden, numbers finite, fields validated."""
+def validated(cls: type[T]) -> type[T]:
+    """A frozen pydantic dataclass: extra keys forbidden, numbers finite, fields validated.
+
+    The params sections, the feature map (`micn.data.feature_map`) and the run record
+    (`micn.record`) are all such types, built through `from_mapping` so that every problem of a
+    file is named in one error."""
     return _pydantic_dataclass(frozen=True, config=_CONFIG)(cls)
 
 
-@_section
+@validated
 class GenerateConfig:
     """The `generate` section: the built-in synthetic world (see `micn generate --help`)."""
 
@@ -76,7 +72,7 @@ class GenerateConfig:
     kappa: Unit | None = None
 
 
-@_section
+@validated
 class DatasetSpec:
     """One entry of the `datasets` section."""
 
@@ -84,7 +80,7 @@ class DatasetSpec:
     max_len: Positive = 20  # history length of this dataset's main experiments (paper: 10 Electronics, 20 Books)
 
 
-@_section
+@validated
 class SamplesConfig:
     """The `samples` section: how every enabled dataset's samples are built (max_len is per dataset)."""
 
@@ -99,7 +95,7 @@ class SamplesConfig:
                              "training keeps some users (e.g. 0.1 + 0.1)")
 
 
-@_section
+@validated
 class ExperimentSpec:
     """One entry of the `experiments` section: a paper table's runs."""
 
@@ -112,7 +108,7 @@ class ExperimentSpec:
     # control φ stands for a whole φ sweep (Table 3): micn at every φ is paired with it.
     control_phis: tuple[Unit, ...] | None = None
     max_lens: tuple[Positive, ...] = ()  # history lengths; empty = each dataset's max_len
-    # The mechanism experiment (issue 12): one synthetic world per κ (the generate section's
+    # The mechanism experiment: one synthetic world per κ (the generate section's
     # profile and seed, κ = 1 being the default world itself), strictly decreasing from the first.
     # With kappas set, the experiment trains on those worlds instead of the `datasets` section's.
     kappas: tuple[Unit, ...] = ()
@@ -131,7 +127,7 @@ class ExperimentSpec:
             raise ValueError("ablations: information ablations belong to the mechanism experiment (set kappas too)")
 
 
-@_section
+@validated
 class GridConfig:
     """The `grid` section: seeds (the only key that changes results) and how runs are executed."""
 
@@ -158,7 +154,7 @@ class GridConfig:
         return runner, address
 
 
-@_section
+@validated
 class MICNConfig:
     """The `micn` section: the MICN auxiliary task (micn/models/micn_aux.py). Whether a run uses it is
     the run's `variant` ("base" | "control" | "micn"), not a field here; a control run uses only
@@ -178,9 +174,9 @@ class MICNConfig:
     phi: Unit = 0.3  # φ, share of the MAIN gradient reaching e_aux; 1 − φ comes from L_micn
     routing_std: Annotated[float, Strict(), Field(ge=0.0)] = 1.0  # σ of the fresh N(0, σ²) routing logits
     # The user tower (micn/models/micn_aux.py). Default: MIND's ReLU layer after the capsules
-    # (post_layers [64], then a Linear back to d_aux), which is what lets L_micn learn (issue 11,
-    # docs/findings/2026-12-01-training-regime). The ABLATION `post_layers: []` (with user_profile
-    # false) is the earlier capsule-only form, bit for bit. The profile stays opt-in: under the
+    # (post_layers [64], then a Linear back to d_aux), which is what lets L_micn learn
+    # (docs/findings/2026-12-01-training-regime). The ABLATION `post_layers: []` (with user_profile
+    # false and k_max 4) is the capsule-only form, bit for bit. The profile stays opt-in: under the
     # `dien` protocol every evaluated user is out-of-vocabulary, so it is one constant row there.
     user_profile: Bool = False  # join the user profile (a MICN-owned user-id embedding) to the capsules
     post_layers: tuple[Positive, ...] = (64,)  # hidden widths of MIND's ReLU layers on each capsule (+ Linear to d_aux)
@@ -191,7 +187,7 @@ class MICNConfig:
             raise ValueError("pow_p must be a number >= 0 (0 = uniform, 1 = softmax, >= 100 or .inf = hard argmax), got nan")
 
 
-@_section
+@validated
 class TrainConfig:
     """The `train` section: optimisation of one run."""
 
@@ -393,21 +389,6 @@ def dataset_name_problem(name: object) -> str | None:
     if not name.replace("_", "").replace("-", "").isalnum():
         return f"a dataset name may hold letters, digits, '-' and '_' only, got {name!r}"
     return None
-
-
-def check_dataset_name(name: object, where: str = "--dataset") -> str:
-    """`name` if it is a valid dataset name, else a MicnError naming `where`."""
-    problem = dataset_name_problem(name)
-    if problem:
-        raise MicnError(f"{where}: {problem}.")
-    return name  # type: ignore[return-value]
-
-
-def check_seed(value: object, where: str = "seed") -> int:
-    """`value` if it is an integer in 0..2**63-1 (what numpy, torch and DuckDB accept), else a MicnError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
-        raise MicnError(f"{where}: must be an integer from 0 to 2**63-1 = {SEED_MAX}, got {value!r}.")
-    return value
 
 
 def seed_argument(text: str) -> int:

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN §6): AUC, logloss, GAUC, the two ceilings on synthetic data, Recall@K.
+"""Evaluation metrics (docs/architecture.md, "Training regime"): AUC, logloss, GAUC, the two ceilings on synthetic data, Recall@K.
 
 * AUC and logloss come straight from scikit-learn.
 * GAUC is the impression-weighted mean of per-user AUCs over users who have both a positive and
@@ -19,14 +19,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from sklearn.metrics import log_loss, roc_auc_score
 
+from micn.data.feature_map import FeatureMap
 from micn.errors import MicnError
+from micn.names import FIRST_REAL_ID
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -67,12 +69,12 @@ def ctr_metrics(user_ids: Sequence | np.ndarray, labels: np.ndarray, logits: np.
     return {"auc": auc(labels, probs), "gauc": gauc(user_ids, labels, probs), "logloss": logloss(labels, probs)}
 
 
-def oracle_auc(data, feature_map: Mapping, samples_dir: str | Path) -> float | None:
+def oracle_auc(data, feature_map: FeatureMap, samples_dir: str | Path) -> float | None:
     """AUC of the generator's Bayes-optimal click probabilities on `data` (a SampleSet), or None
-    when the dataset is not synthetic (`feature_map["oracle"]` is null or absent).
+    when the dataset is not synthetic (`feature_map.oracle` is None).
 
     Everything comes from the samples directory, never from the warehouse or the raw folder:
-    `<samples_dir>/<feature_map["oracle"]>/` holds the world's ground truth (world.json,
+    `<samples_dir>/<feature_map.oracle>/` holds the world's ground truth (world.json,
     users/items/categories.parquet) and `negative_sampler.parquet` the review rows per raw item
     id. The negative sampler's distribution q comes from the protocol: popularity over review rows
     (`dien`, q = count / total) or uniform over the dataset's items (`din`, q = 1 / n_items); the
@@ -80,7 +82,7 @@ def oracle_auc(data, feature_map: Mapping, samples_dir: str | Path) -> float | N
     """
     from micn.data.oracle import Oracle
 
-    folder = feature_map.get("oracle")
+    folder = feature_map.oracle
     if folder is None or len(data) == 0:
         return None
     samples_dir = Path(samples_dir)
@@ -89,7 +91,7 @@ def oracle_auc(data, feature_map: Mapping, samples_dir: str | Path) -> float | N
     except ValueError as e:
         raise MicnError(f"{samples_dir / 'feature_map.json'}: oracle: {folder!r}, but {e}; rebuild the samples "
                         "(`micn samples`).") from None
-    q_of = negative_proba(samples_dir / NEGATIVE_SAMPLER, feature_map["protocol"])
+    q_of = negative_proba(samples_dir / NEGATIVE_SAMPLER, feature_map.protocol)
     last = [x if x else None for x in data.last_hist_item_ids]
     probs = oracle.click_proba(data.user_ids, last, data.item_ids,
                                lambda ids: np.array([q_of.get(i, 0.0) for i in ids]))
@@ -120,7 +122,7 @@ def negative_proba(path: Path, protocol: str) -> dict[str, float]:
     return dict.fromkeys(items, 1.0 / len(items))
 
 
-def history_only_auc(data, feature_map: Mapping, samples_dir: str | Path) -> float | None:
+def history_only_auc(data, feature_map: FeatureMap, samples_dir: str | Path) -> float | None:
     """AUC of the history-only ceiling (`micn.data.ceiling.HistoryOnly`) on `data` (a SampleSet), or
     None when the dataset is not synthetic. Mirrors `oracle_auc`: the same folder, the same q from
     `negative_sampler.parquet`, but never the users' hidden weights (users.parquet is not read).
@@ -131,7 +133,7 @@ def history_only_auc(data, feature_map: Mapping, samples_dir: str | Path) -> flo
     Monte-Carlo error."""
     from micn.data.ceiling import HistoryOnly
 
-    folder = feature_map.get("oracle")
+    folder = feature_map.oracle
     if folder is None or len(data) == 0:
         return None
     samples_dir = Path(samples_dir)
@@ -140,19 +142,19 @@ def history_only_auc(data, feature_map: Mapping, samples_dir: str | Path) -> flo
     except ValueError as e:
         raise MicnError(f"{samples_dir / 'feature_map.json'}: oracle: {folder!r}, but {e}; rebuild the samples "
                         "(`micn samples`).") from None
-    item_vocab = vocabulary(samples_dir, feature_map, "item", int(feature_map["n_items"]))
-    category_vocab = vocabulary(samples_dir, feature_map, "category", int(feature_map["n_categories"]))
+    item_vocab = vocabulary(samples_dir, feature_map, "item", feature_map.n_items)
+    category_vocab = vocabulary(samples_dir, feature_map, "category", feature_map.n_categories)
     topics = ceiling.history_topics(data.hist_items.numpy(), data.hist_categories.numpy(), item_vocab, category_vocab)
-    q_of = negative_proba(samples_dir / NEGATIVE_SAMPLER, feature_map["protocol"])
+    q_of = negative_proba(samples_dir / NEGATIVE_SAMPLER, feature_map.protocol)
     probs = ceiling.click_proba(topics, data.item_ids, lambda ids: np.array([q_of.get(i, 0.0) for i in ids]))
     return auc(data.label.numpy(), probs)
 
 
-def vocabulary(samples_dir: Path, feature_map: Mapping, kind: str, size: int) -> np.ndarray:
+def vocabulary(samples_dir: Path, feature_map: FeatureMap, kind: str, size: int) -> np.ndarray:
     """(size,) object: the raw id of every vocabulary index of `kind` ("item" | "category"); None at
-    padding (0), OOV (1) and any index the file does not name."""
+    padding, OOV and any index the file does not name."""
     column = {"item": "item_id", "category": "category"}[kind]
-    path = Path(samples_dir) / feature_map.get("vocab_files", {}).get(kind, f"vocab_{kind}.parquet")
+    path = Path(samples_dir) / feature_map.vocab_files[kind]
     try:
         table = pl.read_parquet(path, columns=[column, "index"])
     except FileNotFoundError:
@@ -175,8 +177,8 @@ def recall_at_k(user_vectors, active, item_table, targets, k: int) -> float:
 
     user_vectors (U, K, D) interest capsules, active (U, K) bool mask (at least one per user),
     item_table (I, D) item embeddings by vocabulary index, targets (U,) vocabulary indexes. A user's
-    score of an item is the max over its active capsules of the dot product; padding (0) and OOV
-    (1) are not in the catalogue, so a target with such an id is a miss. The target is retrieved
+    score of an item is the max over its active capsules of the dot product; padding and OOV
+    (ids below FIRST_REAL_ID) are not in the catalogue, so a target with such an id is a miss. The target is retrieved
     when it is in the top k; a tie at the cut-off counts in expectation over a uniformly random
     tie-break, i.e. min(1, max(0, (k - n_higher) / (1 + n_tied_others))). Mean over the U users."""
     vectors = _numpy(user_vectors, np.float32)  # (U, K, D)
@@ -210,20 +212,20 @@ def popularity_recall(counts, targets, k: int) -> float:
     if len(tgt) == 0:
         return float("nan")
     _check_k_and_targets(k, tgt, len(c))
-    catalogue = np.sort(c[2:])  # (I - 2,) ascending: one ranking shared by every user
+    catalogue = np.sort(c[FIRST_REAL_ID:])  # (I - 2,) ascending: one ranking shared by every user
     own = c[tgt]  # (U,)
     higher = len(catalogue) - np.searchsorted(catalogue, own, side="right")
-    valid = tgt >= 2
+    valid = tgt >= FIRST_REAL_ID
     tied = np.searchsorted(catalogue, own, side="right") - np.searchsorted(catalogue, own, side="left") - valid
     p = np.clip((k - higher) / (1.0 + tied), 0.0, 1.0)
     return float(np.where(valid, p, 0.0).mean())
 
 
 def _expected_hits(scores: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """(U,) P(target in the top k) for scores (U, I) over item ids 2.. (0 and 1 are not items)."""
+    """(U,) P(target in the top k) for scores (U, I) over the real item ids (padding and OOV are not items)."""
     _check_k_and_targets(k, targets, scores.shape[1])
-    valid = targets >= 2
-    catalogue = scores[:, 2:]  # (U, I - 2)
+    valid = targets >= FIRST_REAL_ID
+    catalogue = scores[:, FIRST_REAL_ID:]  # (U, I - 2)
     own = scores[np.arange(len(targets)), targets][:, None]  # (U, 1)
     higher = (catalogue > own).sum(axis=1)
     tied = (catalogue == own).sum(axis=1) - valid  # other items with the target's score

@@ -27,20 +27,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from micn.config import (  # noqa: F401 - the section types are re-exported for old importers
-    ADDRESS_ENV,
-    RUNNERS,
-    VARIANTS,
-    DatasetSpec,
-    ExperimentSpec,
-    GenerateConfig,
-    GridConfig,
-    MICNConfig,
-    SamplesConfig,
-    TrainConfig,
-    load_params,
-)
-from micn.data.layout import SYNTHETIC, is_synthetic, kappa_dataset, raw_dir, samples_dir  # noqa: F401
+from micn.config import DatasetSpec, ExperimentSpec, GridConfig, MICNConfig, SamplesConfig, TrainConfig, load_params
+from micn.data.layout import SYNTHETIC, is_synthetic, kappa_dataset, raw_dir, samples_dir
 from micn.errors import MicnError
 DOWNLOADS = (
     "the 2014 release (reviews_<Name>_5.json.gz + meta_<Name>.json.gz) from https://jmcauley.ucsd.edu/data/amazon/ "

@@ -2,7 +2,7 @@
 
     run_one(spec, exp, root) -> GridRun      train one RunSpec, or reuse its finished record
     failure_record(spec, exp, error, attempts) -> RunRecord
-    prune(root, planned) -> Pruned           delete the files of runs the grid no longer asks for
+    prune(root, planned) -> Pruned           delete the files of runs the plan leaves out
     wait_for_dask / wait_for_ray / wait_for_api(address, timeout_s)   bounded checks of what the grid talks to
 
 Files per run (paths from `RunSpec`), all written through micn/record.py and micn/train.py:
@@ -18,12 +18,12 @@ code (`TRAINING_CODE`). A checkpoint is resumed only under the same signature. D
 stage when any of those change, so without this a new experiment (say, Table 3's φ sweep) would
 retrain every run that already exists.
 
-Pruning deletes only what the grid can prove it wrote (issue 13 §2): a record whose `run_id`
+Pruning deletes only what the grid can prove it wrote: a record whose `run_id`
 is its own path, a learning curve or model folder named like a run id and holding only the
 files training writes. Anything else under metrics/ and models/ (a user's `models/backup/`,
 a note inside a run folder, a renamed copy of a record) is left alone and reported.
 
-Every network wait is bounded by `grid.connect_timeout_s` (issue 13 §7): a Dask scheduler, a Ray
+Every network wait is bounded by `grid.connect_timeout_s`: a Dask scheduler, a Ray
 head or a Prefect API that accepts the connection and never answers is a MicnError after the
 timeout, not a hang (the Dask client's own timeout does not cover its handshake).
 """
@@ -44,19 +44,21 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from micn.config import ABLATIONS
+from micn.names import ABLATIONS
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, micn_config, train_config
-from micn.record import GridInfo, RunRecord, plain_config, read_record, write_record
+from micn.record import GridInfo, RunRecord, make_record, plain_config, read_record, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-# The modules a run's record depends on (also the `train` stage's code deps in dvc.yaml); the
-# generator is among them because the history-only ceiling (data/ceiling.py) reads the world's
-# public structure from it. Editing the report or ingest does not retrain anything.
-TRAINING_CODE = ("train.py", "record.py", "evaluate.py", "interests.py", "config.py", "models", "nn", "data/dataset.py",
-                 "data/batch.py", "data/oracle.py", "data/ceiling.py", "data/synthetic")
+# The modules a run's record depends on: everything importing `micn.train` runs (a test checks that
+# this covers that import closure), also the `train` stage's code deps in dvc.yaml. The generator is
+# among them because the history-only ceiling (data/ceiling.py) reads the world's public structure
+# from it. Editing the report, the ingest or what `micn interests` prints retrains nothing.
+TRAINING_CODE = ("train.py", "run.py", "checkpoint.py", "evidence.py", "record.py", "evaluate.py", "config.py",
+                 "names.py", "errors.py", "models", "nn", "data/dataset.py", "data/feature_map.py", "data/batch.py",
+                 "data/oracle.py", "data/ceiling.py", "data/synthetic")
 
 # `<backbone>-<variant>[-<ablation>][-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset):
 # the names the grid gives its files. A folder or file not named so was not written by the grid.
@@ -141,7 +143,8 @@ def run_one(spec: RunSpec, exp: Experiment, root: str | Path = ".", samples_dige
             attempt: int = 1, progress: bool = False,
             on_epoch_end: Callable[[int, dict], None] | None = None) -> GridRun:
     """Train `spec` (or reuse its finished result) and write its files."""
-    from micn.train import RunConfig, RunPaths, train  # torch only where a run is trained
+    from micn.run import RunConfig, RunPaths  # torch only where a run is trained
+    from micn.train import train
 
     root = Path(root)
     samples = spec.samples_dir(root)
@@ -170,8 +173,8 @@ def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, a
     else:
         message, detail = str(error), str(error)
     micn = micn_config(exp, spec)
-    return RunRecord(
-        run_id=spec.run_id, dataset=spec.dataset, protocol=None, backbone=spec.backbone, variant=spec.variant,
+    return make_record(
+        spec.run_id, run_id=spec.run_id, dataset=spec.dataset, protocol=None, backbone=spec.backbone, variant=spec.variant,
         seed=spec.seed, max_len=spec.max_len, phi=spec.phi, experiments=list(spec.experiments), status="failed",
         error=message, traceback=detail, attempts=attempts, signature=sig,
         params={"train": plain_config(train_config(exp, spec)), "micn": plain_config(micn), "max_len": spec.max_len},
@@ -238,7 +241,7 @@ def prune(root: str | Path, planned: list[RunSpec]) -> Pruned:
 
 
 def _remove_emptied_datasets(top: Path, datasets: set[str]) -> None:
-    """Remove `top/<dataset>/` folders that pruning emptied (a dataset the grid no longer trains on,
+    """Remove `top/<dataset>/` folders that pruning emptied (a dataset the plan leaves out,
     e.g. a κ world of the mechanism experiment); a folder holding anything else stays."""
     for dataset in datasets:
         folder = top / dataset

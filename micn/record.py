@@ -6,9 +6,9 @@
 
 `metrics/runs/<dataset>/<run>.json` (grid) and `<out>/metrics.json` (`micn train`) hold one
 `RunRecord` each, and `sql/metrics/runs.sql` reads the same keys; `record_json` fixes the key
-order, which is the order these files had before the record was typed. Records are checked,
-not trusted: a copy of a record under another name would count a run twice, and an AUC of 7.5
-would go into a paper table, so both are refused with the file named.
+order (`JSON_ORDER`). Records are validated like the params sections (`micn.config.validated`):
+a copy of a record under another name would count a run twice, and an AUC of 7.5 would go into
+a paper table, so both are refused with the file named.
 
 `TrainingState` is the plain-data half of a checkpoint (`checkpoint.pt` holds it beside the
 tensors and loads with `torch.load(..., weights_only=True)`: no pickled classes, so a crafted
@@ -21,23 +21,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from micn.config import ABLATIONS, VARIANTS  # VARIANTS: "base" | "control" | "micn": one tuple for params, records and the CLI
+from pydantic import Field, Strict, model_validator
+
+from micn.config import Positive, Str, Unit, from_mapping, validated
 from micn.errors import MicnError
+from micn.names import ABLATIONS, VARIANTS
 
 STATUSES = ("ok", "failed")
-# The test metrics, then the evidence that the auxiliary tasks learned (issue 11 §2, §5), None
-# where it does not apply: history_only_auc on synthetic data only; micn_recall and grad_ratio
-# on micn runs only; popularity_recall beside micn_recall; dien_aux on DIEN runs only;
-# capsule_purity (vs the planted topics), capsule_purity_shuffled (its baseline) and
-# capsule_overlap (share of nearest items a user's capsules have in common, 1 = collapsed) on micn
-# runs on synthetic data only (`micn.interests.capsule_evidence`). Absent in older records.
+# The test metrics, then the evidence that the auxiliary tasks learned, None where it does not
+# apply: history_only_auc on synthetic data only; micn_recall and grad_ratio on micn runs only;
+# popularity_recall beside micn_recall; dien_aux on DIEN runs only; capsule_purity (vs the planted
+# topics), capsule_purity_shuffled (its baseline) and capsule_overlap (share of nearest items a
+# user's capsules have in common, 1 = collapsed) on micn runs on synthetic data only
+# (`micn.evidence`). A record may omit any but the required ones.
 METRIC_KEYS = ("auc", "gauc", "logloss", "oracle_auc", "valid_auc",
                "history_only_auc", "micn_recall", "popularity_recall", "dien_aux", "grad_ratio",
                "capsule_purity", "capsule_purity_shuffled", "capsule_overlap")
@@ -46,10 +48,15 @@ PROBABILITIES = ("auc", "gauc", "oracle_auc", "valid_auc", "history_only_auc", "
                  "capsule_overlap")  # metrics that must lie in [0, 1]
 REQUIRED_METRICS = ("auc", "gauc", "logloss")  # an ok run always has these; oracle_auc is None on real data
 
+Name = Annotated[str, Strict(), Field(min_length=1)]
+Count = Annotated[int, Strict(), Field(ge=0)]
+Seconds = Annotated[float, Strict(), Field(ge=0.0)]
+Metric = Annotated[float, Strict()]
+
 
 @dataclass(frozen=True)
 class GridInfo:
-    """What the grid knows about a run beyond its training settings (issue 10 §2)."""
+    """What the grid knows about a run beyond its training settings."""
 
     run_id: str  # "<dataset>/<backbone>-<variant>[-phi<φ>]-len<L>-seed<s>"
     experiments: tuple[str, ...]  # the tables that ask for this run
@@ -59,45 +66,76 @@ class GridInfo:
     phi: float | None
 
 
-@dataclass(frozen=True)
+@validated
 class RunRecord:
-    """One run: its identity, settings, test metrics and timings (status "ok"), or its error ("failed")."""
+    """One run: its identity, settings, test metrics and timings (status "ok"), or its error ("failed").
 
-    run_id: str | None  # grid id; None for a bare `micn train`
-    dataset: str
-    protocol: str | None  # None on failure records (the samples may never have been read)
-    backbone: str
-    variant: str  # "base" | "control" | "micn"
-    seed: int
-    max_len: int | None
-    phi: float | None
-    experiments: list[str]
-    status: str  # "ok" | "failed"
-    error: str | None
-    traceback: str | None  # failed runs only
-    attempts: int
-    signature: str | None  # the grid's reuse hash; None for a bare `micn train`
-    params: dict  # {"train": ..., "micn": ... | None, "max_len": L, "samples_seed": s}
-    metrics: dict | None  # {METRIC_KEYS: value or None}; None when failed
-    epochs: int | None = None
-    best_epoch: int | None = None
-    best_step: int | None = None  # optimizer step of the selected evaluation; None in older records
-    train_seconds: float | None = None
-    samples_per_s: float | None = None
-    device: str | None = None
-    git_revision: str | None = None
-    started: str | None = None
-    finished: str | None = None
-    kappa: float | None = None  # the synthetic world's interest signal κ (1 = the default world); None on real data
-    ablation: str | None = None  # the information ablation of the inputs (mechanism experiment), None = none
+    Validated on construction like a params section (`micn.config.validated`): strict types,
+    finite numbers, and the invariants of `_metrics_hold` (an ok run has its test metrics, AUCs and
+    recalls lie in [0, 1], losses are >= 0). Build one from untrusted values with `make_record`."""
+
+    run_id: Str | None  # grid id; None for a bare `micn train`
+    dataset: Name
+    protocol: Str | None  # None on failure records (the samples may never have been read)
+    backbone: Name
+    variant: Literal[VARIANTS]
+    seed: Annotated[int, Strict()]
+    max_len: Positive | None
+    phi: Unit | None
+    experiments: list[Str]
+    status: Literal[STATUSES]
+    error: Str | None
+    traceback: Str | None  # failed runs only
+    attempts: Positive
+    signature: Str | None  # the grid's reuse hash; None for a bare `micn train`
+    params: dict[str, Any]  # {"train": ..., "micn": ... | None, "max_len": L, "samples_seed": s}
+    metrics: dict[str, Metric | None] | None  # {METRIC_KEYS: value or None}; None when failed
+    epochs: Count | None = None
+    best_epoch: Count | None = None
+    best_step: Count | None = None  # optimizer step of the selected evaluation
+    train_seconds: Seconds | None = None
+    samples_per_s: Seconds | None = None
+    device: Str | None = None
+    git_revision: Str | None = None
+    started: Str | None = None
+    finished: Str | None = None
+    kappa: Unit | None = None  # the synthetic world's interest signal κ (1 = the default world); None on real data
+    ablation: Literal[ABLATIONS] | None = None  # the information ablation of the inputs, None = none
+
+    @model_validator(mode="after")
+    def _metrics_hold(self) -> RunRecord:
+        problem = metrics_problem(self.status, self.metrics)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
-# The key order of the JSON file: the order the untyped records had, so old and new files diff cleanly.
+def metrics_problem(status: str, metrics: Mapping[str, float | None] | None) -> str | None:
+    """Why `metrics` cannot be the metrics of a run with `status` (None when they can)."""
+    if status == "failed":
+        return None
+    if metrics is None:
+        return "metrics = None is invalid: a run with status ok must have its test metrics"
+    for key in REQUIRED_METRICS:
+        if metrics.get(key) is None:
+            return f"metrics.{key} = None is invalid: a run with status ok must have it"
+    for key, value in metrics.items():
+        if key not in METRIC_KEYS:
+            return f"unknown metric {key!r}; valid metrics: {', '.join(METRIC_KEYS)}"
+        if value is None:
+            continue
+        if key in PROBABILITIES and not 0.0 <= value <= 1.0:
+            return f"metrics.{key} = {value!r} is invalid: an AUC or a recall lies in [0, 1]"
+        if key not in PROBABILITIES and value < 0.0:
+            return f"metrics.{key} = {value!r} is invalid: a loss or a norm ratio is >= 0"
+    return None
+
+
+# The key order of the JSON file (the report's SQL and people diffing two records read it).
 JSON_ORDER = ("dataset", "protocol", "backbone", "variant", "seed", "params", "metrics", "epochs", "best_epoch",
               "best_step", "train_seconds", "samples_per_s", "device", "git_revision", "started", "finished",
               "run_id", "max_len", "phi", "experiments", "status", "error", "traceback", "attempts", "signature",
               "kappa", "ablation")
-assert set(JSON_ORDER) == {f.name for f in dataclasses.fields(RunRecord)}, "JSON_ORDER must list every field once"
 REQUIRED_KEYS = ("dataset", "backbone", "variant", "seed", "status", "params", "metrics")
 
 
@@ -110,6 +148,11 @@ def plain_config(config: Any) -> dict[str, Any] | None:
 def record_json(record: RunRecord) -> dict[str, Any]:
     """The record as the JSON object written to disk (keys in `JSON_ORDER`)."""
     return {key: getattr(record, key) for key in JSON_ORDER}
+
+
+def make_record(where: str | Path, **values: Any) -> RunRecord:
+    """A `RunRecord` from `values`; every invalid field is a MicnError naming `where` and the key."""
+    return from_mapping(RunRecord, values, f"{where}: record")
 
 
 def record_from_json(data: Any, where: str | Path) -> RunRecord:
@@ -126,71 +169,11 @@ def record_from_json(data: Any, where: str | Path) -> RunRecord:
     values = {f.name: data.get(f.name) for f in dataclasses.fields(RunRecord)}
     values["experiments"] = list(values["experiments"] or [])
     values["attempts"] = 1 if values["attempts"] is None else values["attempts"]
-    record = RunRecord(**values)
-    _check(record, where)
-    return record
-
-
-def _check(r: RunRecord, where: str | Path) -> None:
-    """The invariants every record holds (written or read)."""
-
-    def need(ok: bool, key: str, value: Any, what: str) -> None:
-        if not ok:
-            raise MicnError(f"{where}: {key} = {value!r} is invalid: {what}.")
-
-    def need_field(ok: bool, key: str, what: str) -> None:
-        need(ok, key, getattr(r, key), what)
-
-    need_field(isinstance(r.dataset, str) and r.dataset != "", "dataset", "expected a dataset name")
-    need_field(isinstance(r.backbone, str) and r.backbone != "", "backbone", "expected a backbone name")
-    need_field(r.variant in VARIANTS, "variant", f"expected one of {', '.join(VARIANTS)}")
-    need_field(_is_int(r.seed), "seed", "expected an integer")
-    need_field(r.status in STATUSES, "status", f"expected one of {', '.join(STATUSES)}")
-    need_field(r.run_id is None or isinstance(r.run_id, str), "run_id", "expected a string or null")
-    need_field(r.protocol is None or isinstance(r.protocol, str), "protocol", "expected a string or null")
-    need_field(r.max_len is None or (_is_int(r.max_len) and r.max_len >= 1), "max_len", "expected an integer >= 1 or null")
-    need_field(r.phi is None or (_is_number(r.phi) and 0.0 <= r.phi <= 1.0), "phi", "expected a number in [0, 1] or null")
-    need_field(r.kappa is None or (_is_number(r.kappa) and 0.0 <= r.kappa <= 1.0), "kappa",
-               "expected a number in [0, 1] or null")
-    need_field(r.ablation is None or r.ablation in ABLATIONS, "ablation", f"expected one of {', '.join(ABLATIONS)} or null")
-    need_field(isinstance(r.experiments, list) and all(isinstance(e, str) for e in r.experiments), "experiments",
-               "expected a list of experiment names")
-    need_field(_is_int(r.attempts) and r.attempts >= 1, "attempts", "expected an integer >= 1")
-    need_field(isinstance(r.params, Mapping), "params", "expected an object {train, micn, max_len, samples_seed}")
-    for key in ("epochs", "best_epoch", "best_step"):
-        value = getattr(r, key)
-        need(value is None or (_is_int(value) and value >= 0), key, value, "expected an integer >= 0 or null")
-    for key in ("train_seconds", "samples_per_s"):
-        value = getattr(r, key)
-        need(value is None or (_is_number(value) and value >= 0), key, value, "expected a finite number >= 0 or null")
-    if r.status == "failed":
-        need_field(r.metrics is None or isinstance(r.metrics, Mapping), "metrics", "expected an object or null")
-        return
-    need_field(isinstance(r.metrics, Mapping), "metrics", "a run with status ok must have its test metrics")
-    for key in REQUIRED_METRICS:
-        need(key in r.metrics, f"metrics.{key}", None, "a run with status ok must have it")
-    for key, value in r.metrics.items():
-        if key not in METRIC_KEYS:
-            raise MicnError(f"{where}: unknown metric {key!r}; valid metrics: {', '.join(METRIC_KEYS)}.")
-        if value is None and key not in REQUIRED_METRICS:
-            continue
-        need(_is_number(value), f"metrics.{key}", value, "expected a finite number")
-        if key in PROBABILITIES:
-            need(0.0 <= value <= 1.0, f"metrics.{key}", value, "an AUC or a recall lies in [0, 1]")
-        else:
-            need(value >= 0.0, f"metrics.{key}", value, "a loss or a norm ratio is >= 0")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return make_record(where, **values)
 
 
 def write_json(path: str | Path, value: Any) -> None:
-    """Write `value` as indented JSON atomically: readers see the old file or the new one, never half.
+    """Write `value` as indented JSON atomically: readers see the previous file or the new one, never half.
 
     A failure (full disk, read-only folder) removes the temporary file and is a MicnError naming
     the file; `allow_nan=False` keeps NaN/Infinity (not JSON) out of the file."""
@@ -221,8 +204,7 @@ def os_reason(e: OSError) -> str:
 
 
 def write_record(path: str | Path, record: RunRecord) -> None:
-    """Validate `record` and write it to `path` atomically (the same checks as `read_record`)."""
-    _check(record, path)
+    """Write `record` (valid by construction) to `path` atomically."""
     write_json(path, record_json(record))
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from micn.data.ceiling import HistoryOnly
 from micn.data.oracle import Oracle
-from micn.data.synthetic import Profile
 from micn.data.synthetic.catalogue import zipf
+from micn.data.synthetic.profiles import Profile
 from micn.data.synthetic.sequences import sample_users
 from micn.evaluate import auc
 
@@ -170,8 +170,8 @@ def test_on_average_popularity_below_history_only_below_oracle(kappa):
 def samples(request, tiny_samples, tiny_warehouse, tiny_world, tmp_path_factory):
     """The tiny samples of each protocol with the oracle's inputs, in a private copy (a test here
     renames a file)."""
-    from micn.data.samples import build_samples
-    from tests.test_train import add_oracle_inputs
+    from micn.data.samples.build import build_samples
+    from tests.helpers import add_oracle_inputs
 
     root = tmp_path_factory.mktemp(f"ceiling_{request.param}")
     if request.param == "dien":
@@ -182,6 +182,8 @@ def samples(request, tiny_samples, tiny_warehouse, tiny_world, tmp_path_factory)
 
 
 def test_history_only_auc_never_reads_the_hidden_weights(samples):
+    import dataclasses
+
     from micn.data.dataset import SampleSet, load_feature_map
     from micn.evaluate import history_only_auc, oracle_auc
 
@@ -198,7 +200,7 @@ def test_history_only_auc_never_reads_the_hidden_weights(samples):
         (samples / "oracle" / "users.parquet.hidden").rename(samples / "oracle" / "users.parquet")
     assert after == before
     assert all(0.5 < h <= 1.0 for h in after)
-    assert history_only_auc(splits[2], {**fmap, "oracle": None}, samples) is None  # real data
+    assert history_only_auc(splits[2], dataclasses.replace(fmap, oracle=None), samples) is None  # real data
     # the train split (dien 480 rows, din 4,740) is the least noisy comparison tiny offers; the
     # expectation itself is tested on larger worlds above
     assert after[0] <= oracle[0], (after, oracle)
@@ -213,8 +215,8 @@ def test_history_only_scores_use_the_visible_history_through_the_vocabularies(sa
     fmap = load_feature_map(samples)
     data = SampleSet.from_parquet(samples / "test.parquet", fmap)
     ceiling = HistoryOnly.load(samples / "oracle")
-    items = vocabulary(samples, fmap, "item", fmap["n_items"])
-    cats = vocabulary(samples, fmap, "category", fmap["n_categories"])
+    items = vocabulary(samples, fmap, "item", fmap.n_items)
+    cats = vocabulary(samples, fmap, "category", fmap.n_categories)
     topics = ceiling.history_topics(data.hist_items.numpy(), data.hist_categories.numpy(), items, cats)
     real = data.hist_items.numpy() > 0
     assert ((topics >= 0) == real).all()  # every visible position has a topic (OOV items by category), padding none

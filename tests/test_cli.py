@@ -14,7 +14,7 @@ from flows import _errors
 from flows._prefect import answers, healthy
 from flows.cli import COMMANDS
 from micn.errors import MicnError
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_every_command_module_follows_the_protocol():

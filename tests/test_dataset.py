@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,12 @@ import pytest
 import torch
 
 from micn.data.batch import Batch
-from micn.data.dataset import SampleSet, load_feature_map
-from micn.data.ingest import ingest
-from micn.data.samples import build_samples
+from micn.data.dataset import SampleSet
+from micn.data.feature_map import load_feature_map
+from micn.data.ingest.load import ingest
+from micn.data.samples.build import build_samples
 from micn.errors import MicnError
-from tests.conftest import raw_files
+from tests.helpers import raw_files
 
 MAX_LEN = 10
 
@@ -43,7 +43,7 @@ def with_row_ids(s: SampleSet) -> SampleSet:
 def test_shapes_and_dtypes(train, samples_dir):
     fmap = load_feature_map(samples_dir)
     n = pl.scan_parquet(samples_dir / "train.parquet").select(pl.len()).collect().item()
-    assert len(train) == n == 2 * fmap["counts"]["samples"]["train"]["positives"]
+    assert len(train) == n == 2 * fmap.counts["samples"]["train"]["positives"]
     assert train.max_len == MAX_LEN and train.hist_items.shape == (n, MAX_LEN)
     assert train.hist_items.dtype == torch.int32 and train.hist_items.is_contiguous()
     batch = next(train.batches(64))
@@ -53,7 +53,7 @@ def test_shapes_and_dtypes(train, samples_dir):
     for name in ("hist_items", "hist_categories", "hist_neg_items", "hist_neg_categories"):
         assert getattr(batch, name).shape == (64, MAX_LEN) and getattr(batch, name).dtype == torch.int64, name
     assert batch.label.dtype == torch.float32 and set(batch.label.tolist()) <= {0.0, 1.0}
-    assert int(batch.item.max()) < fmap["n_items"] and int(batch.category.max()) < fmap["n_categories"]
+    assert int(batch.item.max()) < fmap.n_items and int(batch.category.max()) < fmap.n_categories
     moved = batch.to("cpu")
     assert isinstance(moved, Batch) and torch.equal(moved.hist_items, batch.hist_items)
     assert len(train.user_ids) == len(train.item_ids) == len(train.last_hist_item_ids) == len(train.ts) == n
@@ -113,11 +113,11 @@ def test_batches_are_copies_not_views(train):
 
 
 def test_mismatched_feature_map_is_an_error(samples_dir, tmp_path):
-    fmap = json.loads((samples_dir / "feature_map.json").read_text())
+    fmap = load_feature_map(samples_dir)
     with pytest.raises(MicnError, match=r"column hist_items has shape .* max_len=20"):
-        SampleSet.from_parquet(samples_dir / "valid.parquet", {**fmap, "max_len": 20})
+        SampleSet.from_parquet(samples_dir / "valid.parquet", dataclasses.replace(fmap, max_len=20))
     with pytest.raises(MicnError, match=r"column item holds ids in \[\d+, \d+\] but the feature map's n_items is 3"):
-        SampleSet.from_parquet(samples_dir / "valid.parquet", {**fmap, "n_items": 3})
+        SampleSet.from_parquet(samples_dir / "valid.parquet", dataclasses.replace(fmap, n_items=3))
     with pytest.raises(MicnError, match="no such sample file"):
         SampleSet.from_parquet(tmp_path / "nope.parquet", fmap)
     with pytest.raises(MicnError, match="no feature map"):
@@ -129,7 +129,7 @@ def test_mismatched_feature_map_is_an_error(samples_dir, tmp_path):
 def test_all_splits_load(samples_dir):
     fmap = load_feature_map(samples_dir / "feature_map.json")
     sizes = {s: len(SampleSet.from_parquet(samples_dir / f"{s}.parquet", fmap)) for s in ("train", "valid", "test")}
-    assert sizes == {s: fmap["counts"]["samples"][s]["rows"] for s in sizes}
+    assert sizes == {s: fmap.counts["samples"][s]["rows"] for s in sizes}
     test = SampleSet.from_parquet(samples_dir / "test.parquet", fmap)
     assert np.unique(test.user_ids).size == len(test) // 2  # din: one test pair per user
 

@@ -8,71 +8,16 @@ decide how errors are shown and where Prefect logs, never what a stage writes, s
 
 from __future__ import annotations
 
-import ast
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.cli import BY_NAME
-from tests.conftest import REPO
+from tests.helpers import REPO
+from tests.import_graph import closure
 
-PACKAGES = ("micn", "flows")
 DISPATCH = {"flows/cli.py", "flows/_errors.py", "flows/_prefect.py", "flows/_prefect_server.py"}
-
-
-def module_file(name: str) -> Path | None:
-    """The repository file of module `name` (a package's __init__.py), None if it is not ours."""
-    if name.split(".")[0] not in PACKAGES:
-        return None
-    base = REPO / Path(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module an import statement in `path` names, at any depth (lazy imports count too),
-    with each parent package (importing a.b.c runs a/__init__.py and a/b/__init__.py)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts)
-    if path.name != "__init__.py":
-        package = package.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
-    with_parents = set(names)
-    for name in names:
-        parts = name.split(".")
-        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts)))
-    return with_parents
-
-
-def closure(module: str) -> set[str]:
-    """Repository files (relative paths) that importing `module` runs, transitively."""
-    todo, seen = [module], set()
-    files: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        path = module_file(name)
-        if path is None:
-            continue
-        files.add(path.relative_to(REPO).as_posix())
-        todo.extend(imported_modules(path))
-    return files
 
 
 def covered(file: str, deps: list[str]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
 from micn.evaluate import ctr_metrics, gauc
+from tests.helpers import add_oracle_inputs
 
 
 def direct_gauc(users, labels, scores) -> float:
@@ -51,7 +53,8 @@ def test_ctr_metrics_from_logits():
 
 
 def warehouse_oracle_auc(data, fmap: dict, warehouse, world) -> float:
-    """The oracle AUC as it was computed before training read only its samples: q from the warehouse."""
+    """The oracle AUC without the samples folder's oracle inputs: q from the warehouse's review counts,
+    the click probabilities from the world's ground truth."""
     import duckdb
 
     from micn.data.oracle import Oracle
@@ -59,8 +62,8 @@ def warehouse_oracle_auc(data, fmap: dict, warehouse, world) -> float:
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
         counts = con.execute("select item_id, count(*) from reviews where dataset = $d group by item_id",
-                             {"d": fmap["dataset"]}).fetchall()
-    if fmap["protocol"] == "dien":
+                             {"d": fmap.dataset}).fetchall()
+    if fmap.protocol == "dien":
         total = sum(n for _, n in counts)
         q_of = {item: n / total for item, n in counts}
     else:
@@ -73,10 +76,10 @@ def warehouse_oracle_auc(data, fmap: dict, warehouse, world) -> float:
 
 @pytest.mark.parametrize("protocol", ["dien", "din"])
 def test_oracle_auc_from_the_samples_equals_the_warehouse_computation(tiny_warehouse, tiny_world, tmp_path, protocol):
-    from micn.data.dataset import SampleSet, load_feature_map
-    from micn.data.samples import build_samples
+    from micn.data.dataset import SampleSet
+    from micn.data.feature_map import load_feature_map
+    from micn.data.samples.build import build_samples
     from micn.evaluate import oracle_auc
-    from tests.test_train import add_oracle_inputs
 
     build_samples(tiny_warehouse, "tiny", tmp_path / "built", protocol=protocol, max_len=10, seed=1)
     samples = add_oracle_inputs(tmp_path / "built", tiny_warehouse, tiny_world, tmp_path / "samples")
@@ -87,16 +90,16 @@ def test_oracle_auc_from_the_samples_equals_the_warehouse_computation(tiny_wareh
 
 def test_oracle_auc_is_none_on_real_data_and_a_missing_sampler_file_is_named(tiny_samples, tiny_warehouse, tiny_world,
                                                                             tmp_path):
-    from micn.data.dataset import SampleSet, load_feature_map
+    from micn.data.dataset import SampleSet
+    from micn.data.feature_map import load_feature_map
     from micn.errors import MicnError
     from micn.evaluate import oracle_auc
-    from tests.test_train import add_oracle_inputs
 
     shutil.copytree(tiny_samples, tmp_path / "copy")  # this test deletes a file: never the shared fixture's
     samples = add_oracle_inputs(tmp_path / "copy", tiny_warehouse, tiny_world, tmp_path / "samples")
     fmap = load_feature_map(samples)
     test = SampleSet.from_parquet(samples / "test.parquet", fmap)
-    assert oracle_auc(test, {**fmap, "oracle": None}, samples) is None  # real data: no ground truth
+    assert oracle_auc(test, dataclasses.replace(fmap, oracle=None), samples) is None  # real data: no ground truth
     (samples / "negative_sampler.parquet").unlink()
     with pytest.raises(MicnError, match=r"negative_sampler\.parquet: no such file"):
         oracle_auc(test, fmap, samples)

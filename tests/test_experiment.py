@@ -8,14 +8,13 @@ import pytest
 import yaml
 
 from micn.errors import MicnError
+from micn.config import ADDRESS_ENV, GridConfig
 from micn.experiment import (
-    ADDRESS_ENV,
-    GridConfig,
     check_raw_data,
     load_experiment,
     plan_runs,
 )
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def write_params(tmp_path, **sections) -> str:
@@ -145,7 +144,7 @@ def test_runner_follows_address_and_environment(monkeypatch):
 ])
 def test_bad_generate_section_is_named(tmp_path, section, needle):
     from micn.config import load_section
-    from micn.experiment import GenerateConfig
+    from micn.config import GenerateConfig
 
     with pytest.raises(MicnError) as e:
         load_section(write_params(tmp_path, generate=section), "generate", GenerateConfig)
@@ -154,7 +153,7 @@ def test_bad_generate_section_is_named(tmp_path, section, needle):
 
 def test_repository_generate_section_is_valid():
     from micn.config import load_section
-    from micn.experiment import GenerateConfig
+    from micn.config import GenerateConfig
 
     assert load_section(REPO / "params.yaml", "generate", GenerateConfig).profile == "default"
 
@@ -172,15 +171,17 @@ def test_micn_config_of_a_run_is_the_section_with_its_phi():
     assert micn_config(exp, control) == micn_config(exp, micn)  # control: MICN's width and φ, without L_micn
 
 
-def test_section_types_are_importable_from_their_old_places():
-    from micn import config, experiment
+def test_the_experiment_uses_the_section_types_of_micn_config():
+    """One definition per section type: the experiment's sections are micn.config's classes."""
+    from micn import config
+    from micn.experiment import load_experiment
 
-    for name in ("GenerateConfig", "SamplesConfig", "GridConfig", "DatasetSpec", "ExperimentSpec", "TrainConfig",
-                 "MICNConfig"):
-        assert getattr(experiment, name) is getattr(config, name)
+    exp = load_experiment(REPO / "params.yaml")
+    assert type(exp.train) is config.TrainConfig and type(exp.micn) is config.MICNConfig
+    assert type(exp.grid) is config.GridConfig and type(exp.samples) is config.SamplesConfig
 
 
-# --- the mechanism experiment (issue 12): κ worlds, shared runs, information ablations -------------
+# --- the mechanism experiment: κ worlds, shared runs, information ablations ------------------------
 
 
 def mechanism_params(tmp_path, **overrides) -> str:
@@ -256,7 +257,7 @@ def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
 
 
 def test_the_electronics_study_plans_table2_at_the_papers_length():
-    """studies/electronics (issue 12 §3): the default pipeline's settings but the electronics profile,
+    """studies/electronics: the default pipeline's settings but the electronics profile,
     max_len 10 and the default seeds, plus the mechanism sweep for DIN; its dvc.yaml runs the same
     stage commands in its own folder."""
     from micn.config import load_params

@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from micn.config import VARIANTS, DatasetSpec, ExperimentSpec, GridConfig, MICNConfig, TrainConfig
-from micn.experiment import Experiment, RunSpec, plan_runs, samples_dir
+from micn.config import DatasetSpec, ExperimentSpec, GridConfig, MICNConfig, TrainConfig
+from micn.names import VARIANTS
+from micn.data.layout import samples_dir
+from micn.experiment import Experiment, RunSpec, plan_runs
 from micn.errors import MicnError
 from micn.grid import (failure_record, prune, run_one, samples_hash, signature, wait_for_api, wait_for_dask, wait_for_ray,
                        write_failure)
@@ -152,7 +154,7 @@ def test_prune_removes_only_runs_the_grid_no_longer_asks_for(root):
         assert spec.history_path(root).exists() == exists
         assert spec.model_dir(root).exists() == exists
     assert prune(root, keep) == type(prune(root, keep))(removed=[], left_alone=[])
-    # a dataset no longer trained on (a κ world): its emptied folders go, a folder with a user's file stays
+    # a dataset the grid does not train on (a κ world): its emptied folders go, a folder with a user's file stays
     note = root / "models" / "tiny" / "NOTES.txt"
     note.write_text("mine")
     assert set(prune(root, []).removed) == {s.run_id for s in planned[:2]} - gone
@@ -178,7 +180,7 @@ def test_grid_leaves_user_files_alone(tmp_path):
     record naming its own path; files named like a run holding what training writes), and nothing
     else: user folders, a note inside a run folder, renamed copies, other files stay and are reported."""
     exp = tiny_experiment()
-    stale = dataclasses.replace(plan_runs(exp)[0], seed=9)  # a run of an earlier grid
+    stale = dataclasses.replace(plan_runs(exp)[0], seed=9)  # a run this grid does not plan
     record = failure_record(stale, exp, "RuntimeError: an old failure", attempts=1)
     write_record(stale.metrics_path(tmp_path), record)
     stale.history_path(tmp_path).parent.mkdir(parents=True)
@@ -220,7 +222,7 @@ TIMEOUT_S, MARGIN_S = 1.5, 2.5
 
 @pytest.mark.parametrize("scheme", ["dask", "ray", "prefect"])
 def test_a_listener_that_never_answers_is_an_error_within_the_timeout(silent_listener, scheme):
-    """Every network wait of the grid is bounded by grid.connect_timeout_s (issue 13 §7)."""
+    """Every network wait of the grid is bounded by grid.connect_timeout_s."""
     port, accepted = silent_listener
     address, wait = {"dask": (f"tcp://127.0.0.1:{port}", wait_for_dask), "ray": (f"ray://127.0.0.1:{port}", wait_for_ray),
                      "prefect": (f"http://127.0.0.1:{port}/api", wait_for_api)}[scheme]

@@ -12,12 +12,14 @@ import torch
 
 from micn.data.batch import Batch
 from micn.data.dataset import SampleSet
-from micn.interests import capsule_evidence, capsule_overlap, capsule_purity, cluster_purity, describe_user
+from micn.evidence import capsule_evidence, capsule_overlap, capsule_purity, cluster_purity
+from micn.interests import describe_user
 from micn.models.micn_aux import MICNConfig
 from micn.models.with_micn import build_with_micn
 from micn.nn.capsule import Routing
-from tests.test_micn import one_thread, planted_batch  # noqa: F401 - one_thread: the autouse fixture
-from tests.test_models import N_CATEGORIES, N_ITEMS, N_USERS
+from tests.helpers import N_CATEGORIES, N_ITEMS, N_USERS, add_oracle_inputs, planted_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 KEYS = {"capsule_purity", "capsule_purity_shuffled", "capsule_overlap"}
 
@@ -156,7 +158,7 @@ def test_no_qualifying_user_gives_none(monkeypatch):
 
 
 def planted(B: int = 40, T: int = 16, seed: int = 0):
-    """tests/test_micn.py's users mixing two topics (item topic = index mod 2), every fourth row a negative."""
+    """`planted_batch`'s users mixing two topics (item topic = index mod 2), every fourth row a negative."""
     batch, topics = planted_batch(B, T, seed)
     return dataclasses.replace(batch, label=(torch.arange(B) % 4 != 3).float()), topics
 
@@ -215,14 +217,13 @@ def test_collapsed_capsules_overlap_fully():
 def test_interests_prints_the_overlap_beside_the_purity(tiny_samples, tiny_warehouse, tiny_world, tmp_path):
     import polars as pl
 
-    from micn.data.dataset import load_feature_map
-    from tests.test_train import add_oracle_inputs
+    from micn.data.feature_map import load_feature_map
 
     samples = add_oracle_inputs(tiny_samples, tiny_warehouse, tiny_world, tmp_path / "samples")
     fmap = load_feature_map(samples)
-    model = build_with_micn("din", fmap["n_users"], fmap["n_items"], fmap["n_categories"], 18, 18, MICNConfig())
+    model = build_with_micn("din", fmap.n_users, fmap.n_items, fmap.n_categories, 18, 18, MICNConfig())
     torch.save({"model": model.state_dict(), "backbone": "din", "config": {"d_item": 18, "d_category": 18},
-                "micn": json_ready(model.micn.cfg), "feature_map": fmap, "samples_dir": str(samples)},
+                "micn": json_ready(model.micn.cfg), "feature_map": fmap.to_json(), "samples_dir": str(samples)},
                tmp_path / "model.pt")
     test = pl.read_parquet(samples / "test.parquet", columns=["user_id", "label"])
     report = describe_user(tmp_path, test.filter(pl.col("label") == 1)["user_id"][0], items_shown=2).splitlines()

@@ -10,32 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from micn.data.batch import Batch, random_batch
+from micn.data.batch import Batch
 from micn.models import BACKBONES, DIEN, DIENConfig, ModelOutput, WideDeepConfig, build_backbone
 from micn.models.dien import right_align
 from micn.nn import ItemEmbedding, TargetAttention, masked_softmax
-
-N_ITEMS, N_CATEGORIES, N_USERS = 500, 30, 80
-NAMES = ["wide_deep", "din", "dien"]
-
-
-def make_batch(B: int, T: int, seed: int = 0, lengths: torch.Tensor | None = None) -> Batch:
-    """Left-padded random batch; real ids >= 2; lengths uniform in 0..T unless given."""
-    return random_batch(B, T, N_USERS, N_ITEMS, N_CATEGORIES, torch.Generator().manual_seed(seed), lengths=lengths)
-
-
-def repad(batch: Batch, T: int) -> Batch:
-    """The same batch with histories left-padded to length T (>= the current length)."""
-    def pad(x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, (T - x.shape[1], 0))
-
-    return dataclasses.replace(
-        batch,
-        hist_items=pad(batch.hist_items),
-        hist_categories=pad(batch.hist_categories),
-        hist_neg_items=pad(batch.hist_neg_items),
-        hist_neg_categories=pad(batch.hist_neg_categories),
-    )
+from tests.helpers import N_CATEGORIES, N_ITEMS, N_USERS, NAMES, make_batch, repad
 
 
 def build(name: str, seed: int = 0, item_embedding: nn.Module | None = None) -> nn.Module:
@@ -348,13 +327,14 @@ def chain_batch(B: int, T: int, n_real: int, generator: torch.Generator) -> Batc
 
 @pytest.mark.parametrize("aux_activation, learns", [("prelu", True), ("sigmoid", False)])
 def test_dien_aux_loss_learns_only_with_a_kinked_activation(aux_activation: str, learns: bool) -> None:
-    """Why today's DIEN aux loss sits at 2 ln 2 (issue 11): the reference's SIGMOID aux MLP sees
+    """Why DIEN's aux loss with the reference's activation sits at 2 ln 2: its SIGMOID aux MLP sees
     near-zero inputs (N(0, 0.01²) embeddings, small GRU states), where σ(x) = 1/2 + x/4 − x³/48:
     the net is additive in [state, candidate] up to third order, and an additive function of the
     candidate can only learn its marginal click rate, which popularity-matched negatives make
     equal for positives and negatives. A kinked activation (PReLU) learns the interaction: the
     loss falls well below 2 ln 2 within 80 steps on a world where the next behavior is known.
-    (The default stays the reference's sigmoid so that earlier runs keep their numbers.)"""
+    (DIENConfig's default is the reference's sigmoid; training picks the activation through
+    train.dien_aux_activation.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest on the shared machine
     try:

@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from micn.data.oracle import Oracle
-from micn.data.synthetic import PROFILES, Profile, WorldSummary, generate_world
+from micn.data.synthetic import generate_world
 from micn.data.synthetic.catalogue import zipf
+from micn.data.synthetic.profiles import PROFILES, Profile
+from micn.data.synthetic.summary import WorldSummary
 from micn.data.synthetic.world import RandomStreams, sample_world
 from micn.errors import MicnError
 
@@ -31,7 +33,7 @@ OPTIONAL_2014 = {"reviewerName", "reviewText"}
 KEYS_2018 = ["overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style", "reviewerName", "reviewText",
              "summary", "unixReviewTime"]  # fmt: skip
 OPTIONAL_2018 = {"vote", "style", "reviewerName", "reviewText"}
-# sha256 of every file, recorded with the generator before it became a package (see the file's "about").
+# sha256 of every file of two pinned worlds (the file's "about" says which library versions write them).
 RECORDED = json.loads((Path(__file__).parent / "data" / "synthetic_hashes.json").read_text())["worlds"]
 META_KEYS_2018 = ["category", "tech1", "description", "fit", "title", "also_buy", "image", "tech2", "brand", "feature",
                   "rank", "also_view", "details", "main_cat", "similar_item", "date", "price", "asin"]  # fmt: skip
@@ -97,7 +99,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
 
 @pytest.mark.parametrize("key", ["tiny-seed7-2014", "tiny-seed7-2018"])
 def test_files_are_byte_identical_to_the_recorded_hashes(tmp_path: Path, key: str) -> None:
-    """The refactoring into a package changed no random draw and no output byte."""
+    """The generator's files match the pinned digests: no random draw and no output byte changes."""
     world = RECORDED[key]
     generate_world(world["profile"], tmp_path, seed=world["seed"], format=world["format"])
     assert _sha256(tmp_path) == world["sha256"]

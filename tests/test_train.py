@@ -10,39 +10,25 @@ import os
 import shutil
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 import torch
 
 from micn.config import MICNConfig, TrainConfig
-from micn.data.dataset import SampleSet, load_feature_map
+from micn.data.dataset import SampleSet
+from micn.data.feature_map import load_feature_map
 from micn.errors import MicnError
 from micn.evaluate import auc
 from micn.record import GridInfo, RunRecord, read_record
-from micn.train import RunConfig, RunPaths, build_model, evaluation_points, predict, train
+from micn.run import RunConfig, RunPaths, build_model
+from micn.train import evaluation_points, predict, train
+from tests.helpers import REPO, add_oracle_inputs
 
 FAST = TrainConfig(epochs=3, batch_size=64, patience=100, threads=1)  # never stops early
 
 
 class Interrupt(Exception):
     pass
-
-
-def add_oracle_inputs(samples: Path, warehouse: Path, world: Path, dst: Path) -> Path:
-    """`samples` as the samples stage writes them for synthetic data: with `oracle/` (the world's
-    ground truth) and `negative_sampler.parquet`. Returns `samples` itself when it has them."""
-    fmap = load_feature_map(samples)
-    if fmap.get("oracle") is not None and (samples / "negative_sampler.parquet").is_file():
-        return samples
-    shutil.copytree(samples, dst)
-    shutil.copytree(world / "ground_truth", dst / "oracle")
-    with duckdb.connect(str(warehouse), read_only=True) as con:
-        con.execute("copy (select item_id, count(*) as count from reviews where dataset = $d group by item_id "
-                    f"order by item_id) to '{dst / 'negative_sampler.parquet'}' (format parquet)", {"d": fmap["dataset"]})
-    fmap["oracle"] = "oracle"
-    (dst / "feature_map.json").write_text(json.dumps(fmap, indent=2))
-    return dst
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +148,7 @@ def test_bad_arguments_are_rejected_up_front(samples, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(samples, broken)
     fmap = json.loads((broken / "feature_map.json").read_text())
-    fmap["max_len"] = fmap["max_len"] + 5  # the Parquet files no longer match the feature map
+    fmap["max_len"] = fmap["max_len"] + 5  # a feature map that disagrees with the Parquet files
     (broken / "feature_map.json").write_text(json.dumps(fmap))
     with pytest.raises(MicnError, match="max_len"):
         fit(broken, "din", tmp_path / "r", seed=1)
@@ -183,7 +169,7 @@ def test_training_reads_only_its_samples_from_any_directory(samples, tmp_path, m
     moved = tmp_path / "elsewhere" / "samples"
     shutil.copytree(samples, moved)
     fmap = json.loads((moved / "feature_map.json").read_text())
-    fmap["warehouse"] = str(tmp_path / "no" / "warehouse.duckdb")  # a dangling path must not matter
+    fmap["source"] = str(tmp_path / "no" / "warehouse.duckdb")  # a dangling provenance path must not matter
     (moved / "feature_map.json").write_text(json.dumps(fmap))
     monkeypatch.chdir(tmp_path / "elsewhere")
     record = fit(Path("samples"), "wide_deep", Path("run"), seed=6, cfg=dataclasses.replace(FAST, epochs=1))
@@ -249,7 +235,7 @@ def popularity_auc(samples) -> float:
     fmap = load_feature_map(samples)
     train_set = SampleSet.from_parquet(samples / "train.parquet", fmap)
     test = SampleSet.from_parquet(samples / "test.parquet", fmap)
-    counts = np.bincount(train_set.item.numpy()[train_set.label.numpy() == 1], minlength=fmap["n_items"])
+    counts = np.bincount(train_set.item.numpy()[train_set.label.numpy() == 1], minlength=fmap.n_items)
     return auc(test.label.numpy(), counts[test.item.numpy()])
 
 
@@ -267,7 +253,7 @@ def test_every_backbone_trains_with_micn_on_tiny(samples, tmp_path, backbone):
     assert result.variant == "micn" and result.params["micn"]["phi"] == 0.3 and result.phi == 0.3
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(np.isfinite(h["train_micn"]) and h["train_micn"] > 0 for h in history)
-    # (that the MICN loss goes down on a fixed batch is tested in test_micn.py; on tiny's ~240
+    # (that the MICN loss goes down on a fixed batch is tested in test_with_micn.py; on tiny's ~240
     # positives per epoch it is too noisy to assert here)
     assert all(np.isfinite(v) for v in result.metrics.values() if v is not None)
     assert result.metrics["micn_recall"] is not None and result.metrics["grad_ratio"] is not None
@@ -289,8 +275,6 @@ def run_cli(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
 def test_micn_train_and_interests_work_from_outside_the_repository(samples, tmp_path):
     """`micn train` from a folder with no params.yaml, no warehouse and no raw data; then `micn
     interests` finds the run's samples by itself; user errors are one paragraph, exit 2."""
-    from tests.conftest import REPO
-
     params = tmp_path / "params.yaml"
     params.write_text((REPO / "params.yaml").read_text().replace("epochs: 5", "epochs: 1"))
     out = run_cli("train", "--dataset", "tiny", "--samples", str(samples), "--backbone", "wide_deep", "--variant", "micn",
@@ -306,7 +290,7 @@ def test_micn_train_and_interests_work_from_outside_the_repository(samples, tmp_
     assert shown.returncode == 0 and "capsule 0" in shown.stdout, shown.stderr
 
     torch.save({"model": {}, "backbone": "din", "variant": "base", "config": {"d_item": 18, "d_category": 18},
-                "micn": None, "feature_map": load_feature_map(samples)}, tmp_path / "base.pt")
+                "micn": None, "feature_map": load_feature_map(samples).to_json()}, tmp_path / "base.pt")
     refused = run_cli("interests", "--run", "base.pt", "--user", user_id, cwd=tmp_path)
     assert refused.returncode == 2 and "trained without MICN" in refused.stderr and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
@@ -334,7 +318,7 @@ def test_read_only_run_directory_is_one_paragraph(samples, tmp_path):
         subprocess.run(["umount", str(ro)], check=False)
 
 
-# --- the width-matched control and the learning evidence (issue 11 §2, §4) -------------------------
+# --- the width-matched control and the learning evidence -------------------------------------------
 
 
 def test_control_trains_the_joined_width_without_micn(samples, tmp_path):
@@ -385,24 +369,28 @@ def test_learning_evidence_is_recorded_per_evaluation_and_at_the_selected_one(sa
 def test_evaluation_evidence_never_changes_training(samples, tmp_path, monkeypatch):
     """The evidence reads the model with its own generators: the run's numbers are identical to a
     run without it, to the last digit (MICN's draws, the batch order and the weights untouched)."""
+    import micn.evidence
     import micn.train
+    from micn.models.with_micn import WithMICN
 
     cfg = dataclasses.replace(FAST, epochs=2)
     micn_cfg = MICNConfig(n_neg=20)
     with_evidence = fit(samples, "dien", tmp_path / "with", seed=4, cfg=cfg, variant="micn", micn=micn_cfg)
-    monkeypatch.setattr(micn.train.Retrieval, "measure", lambda *args, **kwargs: {})
-    monkeypatch.setattr(micn.train, "_measures_grads", lambda model: False)
-    monkeypatch.setattr(micn.train, "_history_only_auc", lambda *args: None)
-    monkeypatch.setattr(micn.train, "_capsule_probe", lambda *args: None)
+    monkeypatch.setattr(micn.evidence.Retrieval, "measure", lambda *args, **kwargs: {})
+    monkeypatch.setattr(WithMICN, "measure_grad_norms", lambda self, on=True: None)
+    monkeypatch.setattr(micn.train, "history_only_auc", lambda *args: None)
+    monkeypatch.setattr(micn.train, "capsule_probe", lambda *args: None)
     without = fit(samples, "dien", tmp_path / "without", seed=4, cfg=cfg, variant="micn", micn=micn_cfg)
     keys = ("auc", "gauc", "logloss", "valid_auc", "oracle_auc")
     assert [with_evidence.metrics[k] for k in keys] == [without.metrics[k] for k in keys]
     assert (with_evidence.epochs, with_evidence.best_step) == (without.epochs, without.best_step)
     assert without.metrics["micn_recall"] is None and with_evidence.metrics["micn_recall"] is not None
     curves = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("with", "without")]
+    timing = ("seconds", "samples_per_s", "train_grad_ratio")
     for a, b in zip(*curves):
-        assert {k: v for k, v in a.items() if k in b and k not in ("seconds", "samples_per_s")} == {
-            k: v for k, v in b.items() if k not in ("seconds", "samples_per_s")}
+        assert b["train_grad_ratio"] is None and a["train_grad_ratio"] is not None
+        assert {k: v for k, v in a.items() if k in b and k not in timing} == {
+            k: v for k, v in b.items() if k not in timing}
 
 
 def test_cli_accepts_every_variant():
@@ -420,7 +408,7 @@ def test_cli_accepts_every_variant():
 
 def test_dien_aux_activation_reaches_every_variant(samples):
     """train.dien_aux_activation reaches DIEN's aux net in base, control and micn models; the
-    default is prelu (it learns; issue 11), and `sigmoid` builds exactly the reference's net (no
+    default is prelu (it learns, see test_models.py), and `sigmoid` builds exactly the reference's net (no
     parameters of its own activations)."""
     from micn.config import from_mapping
 
@@ -438,7 +426,7 @@ def test_dien_aux_activation_reaches_every_variant(samples):
         from_mapping(TrainConfig, {"dien_aux_activation": "tanh"}, "params.yaml: train")
 
 
-# --- the training regime (issue 11 §3): evaluations within an epoch, patience, MICN-only warm-up --
+# --- the training regime: evaluations within an epoch, patience, MICN-only warm-up -----------------
 
 
 @pytest.mark.parametrize("n, evals, expected", [(10, 5, {2, 4, 6, 8, 10}), (7, 3, {2, 5, 7}), (3, 5, {1, 2, 3}),

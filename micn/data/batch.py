@@ -7,8 +7,10 @@ Dimension glossary (used in shape comments across `micn/`):
     D  embedding width
     K  number of interest capsules (MICN)
 
-Index conventions (the `feature_map.json` contract): 0 = padding, 1 = out-of-vocabulary,
-real ids start at 2.
+Index conventions (`micn.names`: PADDING_ID, OOV_ID, FIRST_REAL_ID; `micn.data.feature_map.FeatureMap`
+checks that a samples folder follows them): padding fills empty history positions, OOV stands for
+every value outside the training vocabulary, real ids follow. Embedding tables are sized
+vocabulary + 2 and keep the padding row at zero.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from micn.names import FIRST_REAL_ID
 
 @dataclass(frozen=True)
 class Batch:
@@ -33,13 +36,13 @@ class Batch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
 
-    @property
-    def hist_mask(self) -> torch.Tensor:
-        """(B, T) bool, True where the history position holds a real behavior."""
-        return self.hist_items != 0
-
     def __len__(self) -> int:
         return self.item.shape[0]
+
+    @property
+    def hist_mask(self) -> torch.Tensor:
+        """(B, T) bool, True at real history positions (`history_mask` of this batch)."""
+        return history_mask(self.hist_len, self.hist_items.shape[1])
 
 
 def random_batch(
@@ -62,10 +65,10 @@ def random_batch(
     `generator`, in a fixed order: the same generator state gives the same batch."""
     if lengths is None:
         lengths = torch.randint(min_len, T + 1, (B,), generator=generator)  # (B,)
-    mask = torch.arange(T).unsqueeze(0) >= (T - lengths).unsqueeze(1)  # (B, T), True at real positions
+    mask = history_mask(lengths, T)  # (B, T), True at real positions
 
     def ids(n: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(2, n, shape, generator=generator)
+        return torch.randint(FIRST_REAL_ID, n, shape, generator=generator)
 
     return Batch(
         user=ids(n_users, (B,)),
@@ -79,3 +82,12 @@ def random_batch(
         label=(torch.arange(B) % 2 == 0).float() if alternating_labels
         else torch.randint(0, 2, (B,), generator=generator).float(),
     )
+
+
+def history_mask(hist_len: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(N, T) bool, True on the last `hist_len` positions of each left-padded history.
+
+    The one definition of "a real history position": built from the lengths, never from the ids,
+    so whatever sits in padded positions is ignored (`hist_len` (N,) of any integer dtype)."""
+    positions = torch.arange(max_len, device=hist_len.device)  # (T,)
+    return positions.unsqueeze(0) >= (max_len - hist_len.long()).unsqueeze(1)  # (N, T)

@@ -172,19 +172,47 @@ class HistoryOnly:
 
     def posterior_weights(self, topics: np.ndarray) -> np.ndarray:
         """(R, T) E[w_u | visible history] for each row of `topics` ((R, L) int, -1 = unknown/padding,
-        most recent last). Rows sum to 1. Exact (closed form, module docstring)."""
+        most recent last). Rows sum to 1. Exact (closed form, module docstring): the history's
+        likelihood as a polynomial in the weights (`_likelihood_coefficients`), its Dirichlet
+        moments per number of held topics k (`_moments_per_k`), then P(k | history) and the mean."""
         topics = np.asarray(topics, dtype=np.int64)
         if topics.ndim != 2:
             raise ValueError(f"topics must be (R, L), got shape {topics.shape}")
-        R, L = topics.shape
-        T, K, a = self.n_topics, self.k_max, self.alpha
+        R, T, K = len(topics), self.n_topics, self.k_max
         if R == 0:
             return np.zeros((0, T))
+        present, n_obs, slot_of = self._observed(topics)
+        S = max(int(n_obs.max()), 1)
+        log_m, g, h = self._moments_per_k(self._likelihood_coefficients(topics, slot_of, S))
+
+        bits = np.left_shift(np.uint64(1), np.arange(T, dtype=np.uint64))  # (T,)
+        mask = (present.astype(np.uint64) * bits).sum(axis=1, dtype=np.uint64)  # (R,)
+        z_o = self._z(mask)  # (R, K)
+        z_ot = self._z((mask[:, None] | bits[None, :]).ravel()).reshape(R, T, K)  # (R, T, K)
+        ks = np.arange(1, K + 1)
+        with np.errstate(divide="ignore"):
+            log_post = np.log(self.p_k) + np.log(z_o) + np.where(ks[None, :] >= n_obs[:, None], log_m, -np.inf)
+        if not np.isfinite(log_post).any(axis=1).all():
+            bad = int(np.flatnonzero(~np.isfinite(log_post).any(axis=1))[0])
+            raise ValueError(f"history row {bad} is impossible under this world's prior (rho={self.rho}): "
+                             "these samples do not come from this world")
+        post = np.exp(log_post - _logsumexp(log_post, axis=1)[:, None])  # (R, K) P(k | h)
+
+        ratio = np.divide(z_ot, z_o[:, None, :], out=np.zeros_like(z_ot), where=z_o[:, None, :] > 0)  # (R, T, K)
+        w = np.einsum("rk,rk,rtk->rt", post, h, ratio)  # unobserved topics
+        g_topic = np.take_along_axis(g, slot_of.clip(0, S - 1)[:, None, :].repeat(K, axis=1), axis=2)  # (R, K, T)
+        w_obs = np.einsum("rk,rkt->rt", post, g_topic)
+        return np.where(present, w_obs, w)  # (R, T)
+
+    def _observed(self, topics: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(present (R, T) bool, n_obs (R,), slot_of (R, T)): the topics each row of `topics` shows,
+        how many, and each observed topic's slot (0, 1, ... in topic order). A ValueError when a row
+        shows a topic the world lacks, or more topics than a user can hold."""
+        T, K = self.n_topics, self.k_max
         if (topics >= T).any():
             raise ValueError(f"topics hold {int(topics.max())}, but the world has {T} topics")
         known = topics >= 0  # (R, L)
-        rows = np.arange(R)
-        present = np.zeros((R, T), dtype=bool)
+        present = np.zeros((len(topics), T), dtype=bool)
         present[np.nonzero(known)[0], topics[known]] = True
         n_obs = present.sum(axis=1)  # (R,)
         if (n_obs > K).any():
@@ -192,10 +220,14 @@ class HistoryOnly:
             raise ValueError(f"history row {bad} shows {int(n_obs[bad])} topics, but a user holds at most {K}: "
                              "these samples do not come from this world")
         slot_of = np.cumsum(present, axis=1) - 1  # (R, T) slot of each observed topic
-        S, P = max(int(n_obs.max()), 1), L + 1
+        return present, n_obs, slot_of
 
-        # coef[r, s, a]: coefficient of w_{topic of slot s}^a in the history's likelihood.
-        coef = np.zeros((R, S, P))  # (R, S, P)
+    def _likelihood_coefficients(self, topics: np.ndarray, slot_of: np.ndarray, n_slots: int) -> np.ndarray:
+        """(R, S, P) coef[r, s, a]: coefficient of w_{topic of slot s}^a in the likelihood L(w) of
+        row r's history (module docstring), S = `n_slots`, P = L + 1 degrees."""
+        R, L = topics.shape
+        known = topics >= 0  # (R, L)
+        coef = np.zeros((R, n_slots, L + 1))  # (R, S, P)
         coef[:, :, 0] = 1.0
         last_t, last_j = np.full(R, -1), np.full(R, -1)
         for j in range(L):
@@ -211,49 +243,26 @@ class HistoryOnly:
             rho_g = (self.rho ** (j - last_j[r]).astype(np.float64))[:, None]  # (n, 1) gap-step stay probability
             coef[r, s] = np.where(stay, rho_g * c + (1.0 - rho_g) * shifted, shifted)
             last_t[r], last_j[r] = t, j
+        return coef
 
-        # Dirichlet moments: per slot c_s(a) = coef * Gamma(alpha + a) / Gamma(alpha), in logs, each
-        # slot scaled by its max (the scale cancels in every ratio below).
+    def _moments_per_k(self, coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """From the likelihood coefficients (R, S, P), per number of held topics k = 1..K:
+        (log M_k (R, K), scaled; E[w_{slot s} | k, h] (R, K, S); E[w_t | k, h] (R, K) for each
+        held but unobserved topic t)."""
+        R, S, P = coef.shape
+        K, a = self.k_max, self.alpha
         powers = np.arange(P, dtype=np.float64)
-        lg_slot = np.array([math.lgamma(a + x) - math.lgamma(a) for x in powers])  # (P,)
-        with np.errstate(divide="ignore"):
-            log_c = np.log(coef) + lg_slot  # (R, S, P)
-        log_c -= log_c.max(axis=2, keepdims=True)
-        c = np.exp(log_c)  # (R, S, P)
-        base = _convolve_slots(c)  # (R, P) B(A) = sum over a_s summing to A of prod_s c_s(a_s)
-        bumped = np.stack([_convolve_slots(np.concatenate([c[:, :s], c[:, s:s + 1] * (a + powers),
-                                                             c[:, s + 1:]], axis=1)) for s in range(S)], axis=1)
-        with np.errstate(divide="ignore"):
-            log_b, log_bumped = np.log(base), np.log(bumped)  # (R, P), (R, S, P)
-
-        ks = np.arange(1, K + 1)
+        log_b, log_bumped = _dirichlet_sums(coef, a)  # (R, P), (R, S, P)
         log_m = np.empty((R, K))  # log M_k (scaled)
         g = np.empty((R, K, S))  # E[w_{slot s} | k, h]
         h = np.empty((R, K))  # E[w_t | k, h] for each held but unobserved topic
-        for i, k in enumerate(ks):
+        for i, k in enumerate(np.arange(1, K + 1)):
             lg0 = math.lgamma(k * a) - np.array([math.lgamma(k * a + x) for x in powers])  # (P,)
             lg1 = math.lgamma(k * a) - np.array([math.lgamma(k * a + x + 1) for x in powers])  # (P,)
             log_m[:, i] = _logsumexp(log_b + lg0, axis=1)
             g[:, i] = np.exp(_logsumexp(log_bumped + lg1, axis=2) - log_m[:, i : i + 1])
             h[:, i] = a * np.exp(_logsumexp(log_b + lg1, axis=1) - log_m[:, i])
-
-        bits = np.left_shift(np.uint64(1), np.arange(T, dtype=np.uint64))  # (T,)
-        mask = (present.astype(np.uint64) * bits).sum(axis=1, dtype=np.uint64)  # (R,)
-        z_o = self._z(mask)  # (R, K)
-        z_ot = self._z((mask[:, None] | bits[None, :]).ravel()).reshape(R, T, K)  # (R, T, K)
-        with np.errstate(divide="ignore"):
-            log_post = np.log(self.p_k) + np.log(z_o) + np.where(ks[None, :] >= n_obs[:, None], log_m, -np.inf)
-        if not np.isfinite(log_post).any(axis=1).all():
-            bad = int(np.flatnonzero(~np.isfinite(log_post).any(axis=1))[0])
-            raise ValueError(f"history row {bad} is impossible under this world's prior (rho={self.rho}): "
-                             "these samples do not come from this world")
-        post = np.exp(log_post - _logsumexp(log_post, axis=1)[:, None])  # (R, K) P(k | h)
-
-        ratio = np.divide(z_ot, z_o[:, None, :], out=np.zeros_like(z_ot), where=z_o[:, None, :] > 0)  # (R, T, K)
-        w = np.einsum("rk,rk,rtk->rt", post, h, ratio)  # unobserved topics
-        g_topic = np.take_along_axis(g, slot_of.clip(0, S - 1)[:, None, :].repeat(K, axis=1), axis=2)  # (R, K, T)
-        w_obs = np.einsum("rk,rkt->rt", post, g_topic)
-        return np.where(present, w_obs, w)  # (R, T)
+        return log_m, g, h
 
     def _z(self, masks: np.ndarray) -> np.ndarray:
         """(n, K) Z_k(O) for each bit set O (0 for sets of more than K topics)."""
@@ -311,6 +320,25 @@ def _category_topic(names: np.ndarray, topic: np.ndarray, item_category: np.ndar
     has = hi >= 0
     out[has] = np.where(lo[has] == hi[has], hi[has], -1)
     return out.astype(np.int32)
+
+
+def _dirichlet_sums(coef: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(log B (R, P), log B_s (R, S, P)) of the likelihood coefficients `coef` (R, S, P): B(A) sums,
+    over the degrees a_s adding up to A, the product of c_s(a_s) = coef * Gamma(alpha + a) / Gamma(alpha);
+    B_s is the same with slot s's moment raised by one (times alpha + a). In logs, each slot scaled
+    by its max (the scale cancels in every ratio the posterior takes)."""
+    S, P = coef.shape[1], coef.shape[2]
+    powers = np.arange(P, dtype=np.float64)
+    lg_slot = np.array([math.lgamma(alpha + x) - math.lgamma(alpha) for x in powers])  # (P,)
+    with np.errstate(divide="ignore"):
+        log_c = np.log(coef) + lg_slot  # (R, S, P)
+    log_c -= log_c.max(axis=2, keepdims=True)
+    c = np.exp(log_c)  # (R, S, P)
+    base = _convolve_slots(c)  # (R, P) B(A) = sum over a_s summing to A of prod_s c_s(a_s)
+    bumped = np.stack([_convolve_slots(np.concatenate([c[:, :s], c[:, s:s + 1] * (alpha + powers),
+                                                         c[:, s + 1:]], axis=1)) for s in range(S)], axis=1)
+    with np.errstate(divide="ignore"):
+        return np.log(base), np.log(bumped)  # (R, P), (R, S, P)
 
 
 def _convolve_slots(c: np.ndarray) -> np.ndarray:

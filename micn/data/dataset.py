@@ -15,10 +15,8 @@ Dimension glossary: N rows in the split, B batch size, T history length (`max_le
 from __future__ import annotations
 
 import dataclasses
-
-import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,31 +25,18 @@ import polars as pl
 import torch
 
 from micn.data.batch import Batch
+from micn.data.feature_map import FeatureMap, load_feature_map
 from micn.errors import MicnError
-
-__all__ = ["SampleSet", "load_feature_map", "ID_COLUMNS", "HISTORY_COLUMNS", "RAW_COLUMNS"]
+from micn.names import OOV_ID, PADDING_ID
 
 ID_COLUMNS = ("user", "item", "category")  # (N,) int32
 HISTORY_COLUMNS = ("hist_items", "hist_categories", "hist_neg_items", "hist_neg_categories")  # (N, T) int32
-# The index columns each information ablation (micn.config.ABLATIONS) overwrites with index 1.
+# The index columns each information ablation (micn.names.ABLATIONS) overwrites with the OOV index.
 ABLATED_COLUMNS = {"no_item_ids": ("item", "hist_items", "hist_neg_items"),
                    "one_category": ("category", "hist_categories", "hist_neg_categories")}
 RAW_COLUMNS = ("user_id", "item_id", "last_hist_item_id", "ts")  # raw ids, for per-user metrics and the oracle
 VOCAB_OF = {"user": "n_users", "item": "n_items", "category": "n_categories", "hist_items": "n_items",
             "hist_categories": "n_categories", "hist_neg_items": "n_items", "hist_neg_categories": "n_categories"}
-
-
-def load_feature_map(path: str | Path) -> dict:
-    """Read `feature_map.json` (the data↔model contract written by `build_samples`)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "feature_map.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MicnError(f"{path}: no feature map; build the samples first (`micn samples`).") from None
-    except json.JSONDecodeError as e:
-        raise MicnError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); rebuild the samples.") from None
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
@@ -79,18 +64,18 @@ class SampleSet:
     item_ids: np.ndarray  # (N,) str, raw target item id (the negative's id on a label-0 row)
     last_hist_item_ids: np.ndarray  # (N,) str, raw id of the most recent history item
     ts: np.ndarray  # (N,) int64, the target's timestamp
-    feature_map: Mapping
+    feature_map: FeatureMap
 
     @classmethod
-    def from_parquet(cls, path: str | Path, feature_map: Mapping | str | Path) -> SampleSet:
-        """Read a split file; `feature_map` is the loaded dict or the path of `feature_map.json`."""
-        fmap = feature_map if isinstance(feature_map, Mapping) else load_feature_map(feature_map)
+    def from_parquet(cls, path: str | Path, feature_map: FeatureMap | str | Path) -> SampleSet:
+        """Read a split file; `feature_map` is the loaded FeatureMap or the path of `feature_map.json`."""
+        fmap = feature_map if isinstance(feature_map, FeatureMap) else load_feature_map(feature_map)
         path = Path(path)
         if not path.is_file():
             raise MicnError(f"{path}: no such sample file; build the samples first (`micn samples`).")
         wanted = [*ID_COLUMNS, "label", *HISTORY_COLUMNS, "hist_len", *RAW_COLUMNS]
         df = _read_split(path, wanted)
-        t = int(fmap["max_len"])
+        t = fmap.max_len
         arrays = {c: df[c].to_numpy() for c in (*ID_COLUMNS, "label", *HISTORY_COLUMNS, "hist_len")}
         for c in HISTORY_COLUMNS:
             if arrays[c].ndim != 2 or arrays[c].shape[1] != t:
@@ -114,16 +99,16 @@ class SampleSet:
         mechanism experiment's information ablations; the raw ids and labels are untouched):
 
         no_item_ids   every item index (target, history, history negatives) becomes the OOV
-                      index 1: the model sees categories and positions, not which item;
-        one_category  every category index becomes 1: one category for every item.
-        Padding (index 0) stays padding, so history lengths and masks are unchanged."""
+                      index: the model sees categories and positions, not which item;
+        one_category  every category index becomes the OOV index: one category for every item.
+        Padding stays padding, so history lengths and masks are unchanged."""
         if ablation is None:
             return self
         columns = ABLATED_COLUMNS.get(ablation)
         if columns is None:
             raise MicnError(f"unknown ablation {ablation!r}; choose one of {', '.join(ABLATED_COLUMNS)}.")
-        return dataclasses.replace(self, **{c: torch.where(getattr(self, c) > 0, 1, 0).to(getattr(self, c).dtype)
-                                            for c in columns})
+        return dataclasses.replace(self, **{c: torch.where(getattr(self, c) != PADDING_ID, OOV_ID, PADDING_ID)
+                                            .to(getattr(self, c).dtype) for c in columns})
 
     @property
     def max_len(self) -> int:
@@ -187,10 +172,10 @@ def _read_split(path: Path, wanted: list[str]) -> pl.DataFrame:
                         "the samples (`micn samples`, or `dvc repro samples`).") from None
 
 
-def _check_ids(path: Path, arrays: dict[str, np.ndarray], fmap: Mapping) -> None:
+def _check_ids(path: Path, arrays: dict[str, np.ndarray], fmap: FeatureMap) -> None:
     """Every id must index its embedding table: 0 <= id < the feature map's vocabulary size."""
     for column, size_key in VOCAB_OF.items():
-        a = arrays[column]
-        if a.size and (int(a.min()) < 0 or int(a.max()) >= int(fmap[size_key])):
+        a, size = arrays[column], getattr(fmap, size_key)
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= size):
             raise MicnError(f"{path}: column {column} holds ids in [{int(a.min())}, {int(a.max())}] but the feature map's "
-                            f"{size_key} is {fmap[size_key]}; the file and feature_map.json come from different builds.")
+                            f"{size_key} is {size}; the file and feature_map.json come from different builds.")

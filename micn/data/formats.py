@@ -1,6 +1,6 @@
 """Recognise an Amazon review/metadata file from its content, and read one line of it.
 
-Four formats (DESIGN §3.1):
+Four formats (the two Amazon releases, reviews and metadata each):
     reviews-2014  JSON lines with reviewerID, asin, helpful, overall, unixReviewTime, ...
     reviews-2018  JSON lines with reviewerID, asin, overall, verified, vote?, style?, ...
     meta-2014     one Python dict literal per line (single quotes): needs ast.literal_eval
@@ -10,7 +10,7 @@ Plain or gzip (recognised by its magic bytes, whatever the extension).
 The JSON formats are read by DuckDB (sql/ingest/staging/); this module holds what Python must
 know about single lines: the 2014 metadata rules (`meta_2014_row`, the same rules as
 `stg_meta_json.sql` for 2018) and why a line DuckDB could not parse was refused
-(`explain_unparseable`). Every rule here is listed in the README's "Ingest" section.
+(`explain_unparseable`). Every rule here is listed in docs/commands.md, "micn ingest".
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class LineRejected(ValueError):
 def meta_2014_row(raw: bytes) -> tuple[str, str | None, str | None, str | None, float | None]:
     """(item_id, category, title, brand, price) of one 2014 metadata line, or LineRejected.
 
-    Rules (README "Ingest"): `asin` a non-empty string or an integer; `categories` absent, null
+    Rules (docs/commands.md, "micn ingest"): `asin` a non-empty string or an integer; `categories` absent, null
     or a list of category paths, each a list of strings; category = the last element of the
     first path (DIEN's `categories[0][-1]`), None (later 'default_cat') when there is no path.
     """

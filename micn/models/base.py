@@ -1,20 +1,28 @@
-"""What every CTR backbone shares: the output type, the common config fields, small helpers.
+"""What every CTR backbone shares: the output type, the interface the trainer uses, the common
+config fields, small helpers.
 
 A backbone is an `nn.Module` built as `Backbone(cfg, item_embedding, n_users)` whose
 `forward(batch: Batch) -> ModelOutput`. It returns logits and named auxiliary losses; the training
 step assembles the total loss (nothing is stashed on the module). The item embedding is injected:
 any module with an `out_dim` attribute and `forward(items, categories) -> (..., out_dim)`; the
 backbone sizes every layer from `out_dim` and owns only its user embedding.
+
+The trainer talks to every model through `CTRModel`, and to a model trained beside MICN through
+`InterestModel` (`micn.models.with_micn.WithMICN` is the one implementation): these two protocols
+are the whole surface the training loop, the checkpoints and the evidence may use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from micn.data.batch import Batch
+from micn.names import FIRST_REAL_ID, PADDING_ID
 from micn.nn.embedding import init_embedding_
 from micn.nn.mlp import ACTIVATIONS
 
@@ -23,6 +31,49 @@ from micn.nn.mlp import ACTIVATIONS
 class ModelOutput:
     logits: torch.Tensor  # (B,) float, pre-sigmoid click score
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> scalar tensor, weighted by the trainer
+
+
+@runtime_checkable
+class CTRModel(Protocol):
+    """A trainable CTR model: `nn.Module` semantics plus `forward(Batch) -> ModelOutput`."""
+
+    training: bool
+
+    def __call__(self, batch: Batch) -> ModelOutput: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any: ...
+
+
+@runtime_checkable
+class InterestModel(CTRModel, Protocol):
+    """A CTR model trained beside MICN: what the evidence, the gradient ratio and the checkpoints read."""
+
+    def user_capsules(self, batch: Batch, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K_max, d_aux) interest vectors and (B, K_max) active mask, routing logits from `generator`."""
+        ...
+
+    def item_table(self) -> torch.Tensor:
+        """(n_items, d_aux) e_aux of every item index."""
+        ...
+
+    def measure_grad_norms(self, on: bool = True) -> None: ...
+
+    def grad_norms(self) -> tuple[float, float] | None:
+        """(main, micn) norms of the two gradients that reached e_aux in the last backward."""
+        ...
+
+    def rng_state(self) -> torch.Tensor | None: ...
+
+    def set_rng_state(self, state: torch.Tensor) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,20 +111,10 @@ def item_embedding_width(item_embedding: nn.Module) -> int:
 
 
 def make_user_embedding(n_users: int, d_user: int) -> nn.Embedding:
-    assert n_users >= 2, f"n_users must count padding (0) and OOV (1), so >= 2; got {n_users}"
-    table = nn.Embedding(n_users, d_user, padding_idx=0)
+    assert n_users >= FIRST_REAL_ID, f"n_users must count padding and OOV, so >= {FIRST_REAL_ID}; got {n_users}"
+    table = nn.Embedding(n_users, d_user, padding_idx=PADDING_ID)
     init_embedding_(table, std=0.01)
     return table
-
-
-def history_mask(batch: Batch) -> torch.Tensor:
-    """(B, T) bool, True on the last `hist_len` positions (histories are left-padded).
-
-    Built from `hist_len`, not from the ids, so whatever ids sit in padded positions are ignored.
-    """
-    T = batch.hist_items.shape[1]
-    positions = torch.arange(T, device=batch.hist_len.device)  # (T,)
-    return positions.unsqueeze(0) >= (T - batch.hist_len).unsqueeze(1)  # (B, T)
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

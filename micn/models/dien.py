@@ -28,7 +28,7 @@ Deviations from the reference code:
 - Masked history sum; −inf masking; empty histories give a zero evolved state; the head's
   BatchNorm trains; the item embedding is injected (`item_embedding.out_dim` wide).
 
-Why the aux loss stays at 2 ln 2 with the reference's aux net (issue 11, measured): the aux MLP
+Why the aux loss stays at 2 ln 2 with the reference's aux net (measured): the aux MLP
 uses SIGMOID hidden layers (reference `auxiliary_net`, our default `aux_activation`) on
 near-zero inputs (N(0, 0.01²) embeddings, small GRU states), where σ(x) = 1/2 + x/4 − x³/48 + …
 has no second-order term: the net is additive in [state, candidate] up to third order, and an
@@ -39,7 +39,7 @@ std 0.1, does not help either). A kinked activation learns the (state, candidate
 on the default synthetic world `aux_activation="prelu"` takes the validation aux loss from
 1.386 to 0.81 in two epochs (relu: 0.88), sigmoid stays at 1.3863
 (tests/test_models.py::test_dien_aux_loss_learns_only_with_a_kinked_activation). The default
-stays sigmoid so that earlier runs keep their numbers; choose prelu to let DIEN's aux task learn.
+stays sigmoid, the reference's net; choose prelu (`train.dien_aux_activation`) to let DIEN's aux task learn.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from micn.models.base import (
     BackboneConfig,
     ModelOutput,
     embed_target_and_history,
-    history_mask,
     item_embedding_width,
     make_user_embedding,
     masked_sum,
@@ -124,7 +123,7 @@ class DIEN(nn.Module):
         assert self.head.in_dim == cfg.d_user + 3 * D + H, f"head input {self.head.in_dim} != {cfg.d_user + 3 * D + H}"
 
     def forward(self, batch: Batch) -> ModelOutput:
-        mask = history_mask(batch)  # (B, T), left-padded
+        mask = batch.hist_mask  # (B, T), left-padded
         lengths = batch.hist_len  # (B,)
         item, hist = embed_target_and_history(self.item_embedding, batch)  # (B, D), (B, T, D)
         hist_sum = masked_sum(hist, mask)  # (B, D)

@@ -27,7 +27,6 @@ from micn.models.base import (
     BackboneConfig,
     ModelOutput,
     embed_target_and_history,
-    history_mask,
     item_embedding_width,
     make_user_embedding,
     masked_sum,
@@ -73,7 +72,7 @@ class DIN(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         item, hist = embed_target_and_history(self.item_embedding, batch)  # (B, D), (B, T, D)
-        mask = history_mask(batch)  # (B, T)
+        mask = batch.hist_mask  # (B, T)
         hist_sum = masked_sum(hist, mask)  # (B, D)
         weights = self.attention(item, hist, mask)  # (B, T), zero on padding
         attended = weighted_sum(hist, weights)  # (B, D)

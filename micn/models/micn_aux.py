@@ -13,8 +13,8 @@ both losses:
 implemented with `scale_grad` (identity forward, grad·s backward) on the two copies of e_aux,
 never by editing optimizers. e_orig only ever receives the main gradient.
 
-Paper configuration: λ = 1, φ = 0.3, K from log2 of the history length (K_max = 4 here, as
-MIND), r = 3 routing iterations, Adam with lr 1e-4, 5 repeats. λ is the trainer's weight of the
+Paper configuration: λ = 1, φ = 0.3, K from log2 of the history length (capped at k_max, 5 by
+default, so that a history of 50 gets its 5 interests), r = 3 routing iterations, Adam with lr 1e-4, 5 repeats. λ is the trainer's weight of the
 "micn" auxiliary loss; φ lives here because it shapes the gradient, not the loss.
 
     MICNConfig(d_aux, k_max, iterations, pow_p, n_neg, sampler, lambda_micn, phi, routing_std,
@@ -47,17 +47,18 @@ paper's form (Fig. 1, following MIND §3.3) through two `MICNConfig` fields; the
   user vector lives in e_aux's space and is not bounded: without it the squashed capsule has
   norm < 1 and every MICN logit is below ‖e_aux‖ (about 0.06 at init), so L_micn learns slowly.
   `user_profile` alone implies the projection Linear(d_aux + ⌈d_aux/2⌉, d_aux).
-  Inactive capsule slots are zeroed after the tower as before (the tower would map them to
+  Inactive capsule slots are zeroed after the tower too (the tower would map them to
   f(0 ⊕ profile)), so K_u, the attention mask and the evidence are unchanged by it.
-The tower's modules are created AFTER everything today's form creates, and only when asked for,
-so with the ablation flag the module tree, the parameter creation order and the RNG draws are
-exactly the earlier form's (tests/test_micn.py::test_defaults_reproduce_the_previous_release_exactly).
+The tower's modules are created AFTER everything the capsule-only form creates, and only when
+asked for, so with the ablation flag the module tree, the parameter creation order and the RNG
+draws are exactly the capsule-only form's
+(tests/test_micn_release.py::test_capsule_only_ablation_matches_the_reference_commit_bit_for_bit).
 
 L_micn, per batch: rows with label 1 and a non-empty history (the paper computes MICN's loss on
 positive samples only; a user with no behavior has no interest to learn from); for each, the
 capsules of its history, v_u by label-aware attention towards the clicked item, and a sampled
 softmax of that item against `n_neg` candidates drawn once per batch (uniform or log-uniform
-over ids 2 .. n_items − 1, with logQ correction and accidental hits masked); mean over rows, 0
+over the real item ids, with logQ correction and accidental hits masked); mean over rows, 0
 when there is no such row.
 
 Choices the paper leaves open (see `micn/nn/capsule.py` for the routing ones):
@@ -80,9 +81,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from micn.config import MICNConfig  # noqa: F401 - moved to micn.config, re-exported here
+from micn.config import MICNConfig
 from micn.data.batch import Batch
-from micn.models.base import history_mask
 from micn.nn.capsule import (
     B2IRouting,
     Routing,
@@ -91,6 +91,7 @@ from micn.nn.capsule import (
     sampled_softmax_loss,
     scale_grad,
 )
+from micn.names import FIRST_REAL_ID, PADDING_ID
 from micn.nn.embedding import ItemEmbedding, init_embedding_
 
 GRAD_PATHS = ("main", "micn")  # the two gradients reaching e_aux: backbone's losses, L_micn
@@ -133,14 +134,14 @@ class MICNAux(nn.Module):
                 f"item_categories must be ({n_items},), one category per item index; got {tuple(item_categories.shape)}"
             )
             self.item_category.copy_(item_categories)
-        # The paper's tower, opt-in; created last so that today's form draws exactly what it drew.
+        # The paper's tower, created last so that the capsule-only form draws exactly what it draws alone.
         self.profile: nn.Embedding | None = None
         self.tower: nn.Sequential | None = None
         d_tower = cfg.d_aux
         if cfg.user_profile:
-            assert n_users is not None and n_users >= 2, (
-                f"user_profile needs n_users (padding 0 and OOV 1 included, so >= 2); got {n_users}")
-            self.profile = nn.Embedding(n_users, cfg.d_aux - cfg.d_aux // 2, padding_idx=0)
+            assert n_users is not None and n_users >= FIRST_REAL_ID, (
+                f"user_profile needs n_users (padding and OOV included, so >= {FIRST_REAL_ID}); got {n_users}")
+            self.profile = nn.Embedding(n_users, cfg.d_aux - cfg.d_aux // 2, padding_idx=PADDING_ID)
             init_embedding_(self.profile, std=0.01)
             d_tower += self.profile.embedding_dim
         if cfg.user_profile or cfg.post_layers:
@@ -168,15 +169,15 @@ class MICNAux(nn.Module):
     @torch.no_grad()
     def observe(self, batch: Batch) -> None:
         """Record the (item, category) pairs of a batch in `item_category` (targets and real behaviors)."""
-        real = history_mask(batch)  # (B, T), from hist_len: ids at padded positions are not trusted
+        real = batch.hist_mask  # (B, T), from hist_len: ids at padded positions are not trusted
         items = torch.cat([batch.item, batch.hist_items[real]])
         categories = torch.cat([batch.category, batch.hist_categories[real]])
-        known = items >= 2  # OOV (1) stands for many items with different categories
+        known = items >= FIRST_REAL_ID  # OOV stands for many items with different categories
         self.item_category[items[known]] = categories[known]
 
     def user_vectors(self, routing: Routing, users: torch.Tensor) -> torch.Tensor:
         """The tower on the capsules: (B, K, D) capsules, (B,) user ids -> (B, K, D) interest
-        vectors, zero on inactive slots. Identity in today's form (no profile, no layers)."""
+        vectors, zero on inactive slots. Identity in the capsule-only form (no profile, no layers)."""
         if self.tower is None:
             return routing.capsules
         x = routing.capsules  # (B, K, D)
@@ -205,7 +206,7 @@ class MICNAux(nn.Module):
         untouched (a generator lives on one device: give one on the batch's device); None means
         a fresh generator seeded 0 on the batch's device (deterministic, and the global RNG is
         not touched either). Rows with an empty history get one active
-        slot (K_u = 1) holding the tower's image of a zero capsule (zero in today's form).
+        slot (K_u = 1) holding the tower's image of a zero capsule (zero in the capsule-only form).
         """
         if generator is None:
             generator = torch.Generator(device=batch.item.device).manual_seed(0)
@@ -292,6 +293,6 @@ class MICNAux(nn.Module):
         hist = hist.view(N, L, -1)  # (N, L, D); target (N, D), sampled (M, D)
 
         routing = self.routing(hist, lengths, self.generator)
-        vectors = self.user_vectors(routing, batch.user[rows])  # (N, K, D); the capsules in today's form
+        vectors = self.user_vectors(routing, batch.user[rows])  # (N, K, D); the capsules in the capsule-only form
         user, _ = label_aware_attention(vectors, routing.active, target, self.cfg.pow_p)  # (N, D)
         return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()

@@ -28,7 +28,6 @@ from micn.models.base import (
     BackboneConfig,
     ModelOutput,
     embed_target_and_history,
-    history_mask,
     item_embedding_width,
     make_user_embedding,
     masked_sum,
@@ -61,7 +60,7 @@ class WideDeep(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         item, hist = embed_target_and_history(self.item_embedding, batch)  # (B, D), (B, T, D)
-        hist_sum = masked_sum(hist, history_mask(batch))  # (B, D)
+        hist_sum = masked_sum(hist, batch.hist_mask)  # (B, D)
         user = self.user_embedding(batch.user)  # (B, d_user)
         deep = self.deep(torch.cat([user, item, hist_sum], dim=-1)).squeeze(-1)  # (B,)
         wide = self.wide(torch.cat([item, hist_sum, item * hist_sum], dim=-1)).squeeze(-1)  # (B,)

@@ -1,4 +1,4 @@
-"""Any backbone + MICN: the joint item embedding and the one wrapper (DESIGN §5).
+"""Any backbone + MICN: the joint item embedding and the one wrapper (docs/architecture.md, "MICN in brief").
 
     build_with_micn(backbone, n_users, n_items, n_categories, d_item, d_category, micn_cfg,
                     backbone_cfg=None, item_categories=None, generator=None) -> WithMICN
@@ -30,10 +30,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from micn.data.batch import Batch
+from micn.data.batch import Batch, history_mask
 from micn.models import build_backbone
 from micn.models.base import BackboneConfig, ModelOutput, item_embedding_width
-from micn.models.micn_aux import MICNAux, MICNConfig
+from micn.config import MICNConfig
+from micn.models.micn_aux import MICNAux
+from micn.names import FIRST_REAL_ID
 from micn.nn.capsule import scale_grad
 from micn.nn.embedding import ItemEmbedding
 
@@ -194,10 +196,9 @@ def item_categories_of(data, n_items: int) -> torch.Tensor:
     """(n_items,) category index of every item index seen in `data` (a SampleSet: targets and
     real history positions), 0 for items it never shows."""
     table = torch.zeros(n_items, dtype=torch.long)
-    T = data.hist_items.shape[1]
-    real = torch.arange(T).unsqueeze(0) >= (T - data.hist_len.long()).unsqueeze(1)  # (N, T)
+    real = history_mask(data.hist_len, data.hist_items.shape[1])  # (N, T)
     items = torch.cat([data.hist_items[real], data.item]).long()
     categories = torch.cat([data.hist_categories[real], data.category]).long()
-    known = items >= 2  # OOV (1) stands for many items
+    known = items >= FIRST_REAL_ID  # OOV stands for many items
     table[items[known]] = categories[known]
     return table

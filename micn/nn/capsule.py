@@ -12,8 +12,7 @@
 Dimension glossary: B batch, T history length (left-padded, as `Batch`), D width, K interests
 (K_max capsule slots, of which the first K_u are active for user u), M sampled candidates.
 
-Where the reference implementations disagree (docs/research/reference-implementations.md §3),
-this module follows the MIND paper, DeepMatch after its 2022 fix (PR #76) and TF ComiRec:
+Where the reference implementations disagree, this module follows the MIND paper, DeepMatch after its 2022 fix (PR #76) and TF ComiRec:
 - Routing logits are drawn FRESH from N(0, σ²) in every forward, per user, and are never
   trained (no parameter, no gradient). DeepMatch ≤ v0.2.0 kept one global logit tensor that was
   updated with `assign_add` across batches and shared by all users; that bug is not repeated.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from micn.names import FIRST_REAL_ID, PADDING_ID
+
 
 def init_embedding_(table: nn.Embedding, std: float) -> None:
     """N(0, std²) weights with the padding row (id 0) set to zero."""
@@ -32,11 +34,12 @@ class ItemEmbedding(nn.Module):
         self, n_items: int, n_categories: int, d_item: int = 18, d_category: int = 18, init_std: float = 0.01
     ) -> None:
         super().__init__()
-        assert n_items >= 2, f"n_items must count padding (0) and OOV (1), so >= 2; got {n_items}"
-        assert n_categories >= 2, f"n_categories must count padding (0) and OOV (1), so >= 2; got {n_categories}"
+        assert n_items >= FIRST_REAL_ID, f"n_items must count padding and OOV, so >= {FIRST_REAL_ID}; got {n_items}"
+        assert n_categories >= FIRST_REAL_ID, (
+            f"n_categories must count padding and OOV, so >= {FIRST_REAL_ID}; got {n_categories}")
         assert d_item > 0 and d_category > 0, f"embedding widths must be positive, got {d_item} and {d_category}"
-        self.item = nn.Embedding(n_items, d_item, padding_idx=0)
-        self.category = nn.Embedding(n_categories, d_category, padding_idx=0)
+        self.item = nn.Embedding(n_items, d_item, padding_idx=PADDING_ID)
+        self.category = nn.Embedding(n_categories, d_category, padding_idx=PADDING_ID)
         init_embedding_(self.item, init_std)
         init_embedding_(self.category, init_std)
         self.out_dim = d_item + d_category

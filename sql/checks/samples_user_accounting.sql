@@ -1,6 +1,6 @@
 -- Accounting: every user is either dropped (with a reason) and has no samples, or kept and has
 -- exactly the pairs its protocol promises: dien one pair; din one pair per behavior that has a
--- strictly earlier one, exactly one of them in test. Also no sample of an unknown user, and no
+-- behavior strictly before it, exactly one of them in test. Also no sample of an unknown user, and no
 -- history longer than $max_len. Returns the offending users; zero rows = pass.
 with expected as (
     select

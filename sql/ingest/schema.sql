@@ -1,4 +1,4 @@
--- The warehouse contract (DESIGN §3.2). Several datasets share one file, keyed by `dataset`.
+-- The warehouse contract: what `micn samples` reads. Several datasets share one file, keyed by `dataset`.
 create table if not exists reviews (
     dataset varchar not null,
     user_id varchar not null,

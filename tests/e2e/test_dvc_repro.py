@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from flows._prefect import stop_shared_server
-from tests.conftest import TINY_PIPELINE, copy_repo
+from tests.helpers import TINY_PIPELINE, copy_repo
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def test_dvc_repro_runs_the_experiment_then_does_nothing(repo_copy):
     t2 = params["experiments"]["table2"]
     expected_runs = len(t2["backbones"]) * len(t2["variants"]) * len(params["grid"]["seeds"])
 
-    from micn.data.synthetic import PROFILES
+    from micn.data.synthetic.profiles import PROFILES
 
     with duckdb.connect(str(repo_copy / "data" / "warehouse.duckdb"), read_only=True) as con:
         assert con.sql("select count(*) from reviews where dataset = 'synthetic'").fetchall()[0][0] == PROFILES["tiny"].n_reviews

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prefect.exceptions import ObjectNotFound
 
-from tests.conftest import TINY_PIPELINE, copy_repo
+from tests.helpers import TINY_PIPELINE, copy_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

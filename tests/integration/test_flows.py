@@ -8,7 +8,7 @@ import sys
 import duckdb
 import pytest
 
-from tests.conftest import REPO, raw_files
+from tests.helpers import REPO, raw_files
 
 pytestmark = pytest.mark.integration
 
@@ -140,7 +140,7 @@ def test_commands_share_one_prefect_server(tmp_path):
 
         with temporary_settings(updates={PREFECT_API_URL: state["url"]}):
             assert asyncio.run(count()) == 2
-        # no micn process uses it any more: the supervisor stops it after the idle time
+        # with no micn process using it, the supervisor stops it after the idle time
         import time
 
         from flows._prefect import healthy

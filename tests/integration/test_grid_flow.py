@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from micn.config import ADDRESS_ENV
-from micn.data.samples import samples_dir
+from micn.data.layout import samples_dir
 from micn.errors import MicnError
 from micn.experiment import load_experiment, plan_runs
 from micn.record import record_json
@@ -147,8 +147,8 @@ def micn(*args: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
 
 def test_grid_ends_within_the_timeout_when_the_cluster_never_answers(tmp_path, tiny_samples, silent_listener):
     """`micn grid` with $MICN_GRID_ADDRESS at a loopback port that accepts and never answers: one
-    paragraph and exit 2 within grid.connect_timeout_s plus a small margin (it used to hang inside
-    the Dask client). The margin is measured: the same command against a closed port, which fails
+    paragraph and exit 2 within grid.connect_timeout_s plus a small margin (an unbounded wait would hang
+    inside the Dask client). The margin is measured: the same command against a closed port, which fails
     at once, gives the start-up time (Python, imports, the Prefect server) that is not a wait."""
     port, accepted = silent_listener
     timeout_s = 3.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from micn.data.synthetic import PROFILES
+from micn.data.synthetic.profiles import PROFILES
 from micn.data.synthetic.world import RandomStreams, sample_world
 
 REAL_SAMPLE = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "amazon" / "2014" / \

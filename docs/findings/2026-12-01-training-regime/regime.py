@@ -19,7 +19,9 @@ from torch import nn
 from micn.config import MICNConfig, TrainConfig
 from micn.evaluate import ctr_metrics
 from micn.models.with_micn import item_categories_of
-from micn.train import Retrieval, build_model, evaluate_split, load_splits, _measures_grads
+from micn.evidence import Retrieval
+from micn.run import build_model, load_splits
+from micn.train import evaluate_split
 
 p = argparse.ArgumentParser()
 p.add_argument("--name", required=True)
@@ -51,7 +53,7 @@ mcfg = MICNConfig(post_layers=post, user_profile=a.profile, phi=a.phi)
 fmap, splits = load_splits(a.samples)
 device = torch.device("cpu")
 has_micn = a.variant == "micn"
-item_cats = item_categories_of(splits["train"], fmap["n_items"]) if has_micn else None
+item_cats = item_categories_of(splits["train"], fmap.n_items) if has_micn else None
 gen = torch.Generator().manual_seed(a.seed) if has_micn else None
 torch.manual_seed(a.seed)
 model = build_model(a.backbone, fmap, cfg, mcfg if a.variant != "base" else None, item_cats, gen, variant=a.variant)
@@ -74,7 +76,7 @@ if a.weight_decay:
 else:
     opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=a.lr)
 aux_w = cfg.aux_weights(mcfg if has_micn else None)
-retrieval = Retrieval.of(splits["train"], splits["valid"], fmap["n_items"], 50) if has_micn else None
+retrieval = Retrieval.of(splits["train"], splits["valid"], fmap, 50) if has_micn else None
 train = splits["train"]
 # a fixed training subset for train-side metrics (overfitting check)
 sub_rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(7))[:8000].sort().values

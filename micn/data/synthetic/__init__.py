@@ -1,4 +1,4 @@
-"""A seeded synthetic "Amazon world" with planted multiple interests (DESIGN §3.4).
+"""A seeded synthetic "Amazon world" with planted multiple interests.
 
 Why it exists: a fresh clone must run the whole experiment with no downloads, and a model's
 AUC means little without a ceiling to compare it to. The generator therefore writes raw files
@@ -24,8 +24,8 @@ Generative model (all draws from one seeded `numpy.random.Generator` tree):
                 category tree, renormalised over the items serving t. Every topic keeps an item:
                 a topic left empty by the draws gets back its anchor (the most popular item of its
                 most popular category), repeated until none is empty. At kappa = 1 (the default)
-                s_i = tau(c_i) and P(i | t) = P(c_i | t) P(i | c_i): the world is the one made
-                before kappa existed, byte for byte (no draw from the `interests` stream).
+                s_i = tau(c_i) and P(i | t) = P(c_i | t) P(i | c_i), and no draw is taken from the
+                `interests` stream: item ids carry no interest signal beyond their category.
     users       each user holds 1-4 topics (probabilities `topics_per_user_p`), drawn without
                 replacement proportionally to pi (Gumbel-top-k), with Dirichlet(`dirichlet_alpha`)
                 mixture weights w_u.
@@ -57,7 +57,7 @@ in a background thread, so the `electronics` profile (1.7M reviews) takes well u
 Per-item Python work is limited to the metadata lines.
 
 Modules, in the order a world is made:
-    profiles      `Profile` (sizes and knobs), `PROFILES`, `FORMATS`, the calendar
+    profiles      `Profile` (sizes and knobs), `PROFILES`, the calendar
     world         `World`, the typed sampled world, and `RandomStreams` (one stream per part)
     catalogue     topics, categories, items, their served topics and their probabilities
     sequences     users (topic sets, weights, lengths) and every review
@@ -78,13 +78,14 @@ import time
 from pathlib import Path
 
 from micn.data.synthetic.ground_truth import write_ground_truth
-from micn.data.synthetic.profiles import FORMATS, PROFILES, SECONDS_PER_DAY, UNIX_DAY0, Profile
+from micn.data.synthetic.profiles import PROFILES, SECONDS_PER_DAY, UNIX_DAY0, Profile
 from micn.data.synthetic.releases import WRITERS, ReleaseFiles
 from micn.data.synthetic.summary import GROUND_TRUTH_DIR, WorldSummary
 from micn.data.synthetic.world import RandomStreams, World, sample_world
 from micn.errors import MicnError
+from micn.names import FORMATS
 
-__all__ = ["FORMATS", "PROFILES", "Profile", "World", "WorldSummary", "check_kappa", "check_name", "generate_world"]
+__all__ = ["check_kappa", "check_name", "generate_world"]
 
 
 def generate_world(

@@ -92,7 +92,7 @@ def serve_topics(prof: Profile, catalogue: Catalogue, rng: np.random.Generator) 
     so two kappas < 1 of one seed share them (a smaller kappa only moves more items). Then every
     topic that no item serves gets its anchor item back (the most popular item of the topic's most
     popular category, which serves it at kappa = 1), repeated until no topic is empty (at most T
-    rounds: an anchor put back is never moved again, since its topic is no longer empty).
+    rounds: an anchor put back is never moved again, since its topic then has an item).
     P(i | t) is P(c_i | topic(c_i)) P(i | c_i) renormalised over the items serving t.
     At kappa = 1 the catalogue is returned as it is and `rng` is not touched.
     """

@@ -1,7 +1,8 @@
 """The knobs of a synthetic world (`Profile`), the named sizes (`PROFILES`), and its calendar.
 
-Why a module of its own: configuration (`GenerateConfig`) and the CLI need the profile names and
-the release formats without the samplers and writers behind them.
+Why a module of its own: every sampler and writer of the package reads a `Profile` and the
+calendar, and none of them needs another's code to do so. (The release formats a world can be
+written in are `micn.names.FORMATS`; `releases.WRITERS` has one writer per format.)
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-__all__ = ["FORMATS", "PROFILES", "Profile"]
-
-FORMATS: tuple[str, ...] = ("2014", "2018")  # the Amazon review releases whose raw files we imitate
+__all__ = ["PROFILES", "Profile"]
 
 # Calendar: day 0 is 2000-01-01; the last usable day is 2014-06-30 ("mid-2014").
 DAY0 = _dt.date(2000, 1, 1)
@@ -51,7 +50,8 @@ class Profile:
     duplicate_fraction_2018: float = 0.002  # fraction of 2018 reviews repeated with another style
     # Interest signal of item ids: probability that an item serves its category's topic (else a topic
     # drawn by popularity, independently of the category; see the package docstring). Last field, and
-    # left out of world.json at 1.0, so that the worlds written before it existed keep their bytes.
+    # left out of world.json at 1.0, so that a kappa = 1 world keeps the bytes pinned in
+    # tests/data/synthetic_hashes.json.
     kappa: float = 1.0
 
     def __post_init__(self) -> None:

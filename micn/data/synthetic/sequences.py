@@ -112,7 +112,7 @@ def _topic_chain(
     rho: float, users: Users, user: np.ndarray, pos: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """(N,) topics: at a "redraw" position the slot is drawn afresh from w_u, elsewhere it is copied
-    from the previous position, i.e. forward-filled from the last redraw (the first always redraws)."""
+    from the position before, i.e. forward-filled from the last redraw (the first always redraws)."""
     N = len(user)
     redraw = (pos == 0) | (rng.random(N) >= rho)
     at = np.flatnonzero(redraw)

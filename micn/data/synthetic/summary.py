@@ -89,7 +89,7 @@ class WorldSummary:
         """The layout of world.json."""
         params = asdict(self.profile)
         if params["kappa"] == 1.0:
-            del params["kappa"]  # the layout of every world written before kappa existed
+            del params["kappa"]  # at kappa = 1 world.json has no kappa key (the pinned layout, see Profile.kappa)
         return {
             "profile": self.profile.name,
             "profile_params": params,

@@ -1,4 +1,4 @@
--- Metadata lines for an item already described earlier (file order, then line order).
+-- Metadata lines for an item already described on a line before (file order, then line order).
 with accepted as (
     select * from stg_meta where reject_reason is null
 ),

@@ -1,4 +1,4 @@
--- Accepted reviews whose key (user_id, item_id, ts) already occurred earlier, in file order
+-- Accepted reviews whose key (user_id, item_id, ts) already occurred before, in file order
 -- then line order (the 2018 dumps repeat a review once per style variant). Keys are hashed
 -- first so that the exact window only ranks the few repeated ones.
 with accepted as (

@@ -1,5 +1,5 @@
 -- One row per non-blank line of a strict-JSON metadata file (the 2018 release).
--- category = last element of the `category` path (DESIGN §3.2); a missing, null or empty path
+-- category = last element of the `category` path (the item's leaf category); a missing, null or empty path
 -- leaves it NULL and the item later falls back to 'default_cat'. A `category` that is not a list
 -- of strings (a string, a nested list, ...) is a reject with its reason, never 'default_cat'.
 -- The 2018 scrape writes some names with HTML entities ('Parts &amp; Accessories' beside

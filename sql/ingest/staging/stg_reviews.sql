@@ -2,7 +2,7 @@
 -- A line DuckDB cannot parse comes back as an all-NULL row (ignore_errors), so nothing is
 -- dropped here: every row either passes or carries a reject reason.
 -- The four fields are read as JSON values and checked here, not cast by the reader: a cast would
--- turn 12.5 into 12 and true into 1 (types, not coercions; README "Ingest" lists the rules).
+-- turn 12.5 into 12 and true into 1 (types, not coercions; docs/commands.md, "micn ingest", lists the rules).
 with source as (
     select *
     from read_json(

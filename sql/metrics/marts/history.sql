@@ -1,10 +1,10 @@
 -- history: one row per run and evaluation (the learning curves), filled from staging/stg_history.sql;
--- it stays empty when every run failed (DuckDB cannot read an empty list of files). Older learning
--- curves have one row per epoch and null `step`, `warmup` and capsule columns.
+-- it stays empty when every run failed (DuckDB cannot read an empty list of files). A learning curve
+-- written without optimizer steps has one row per epoch and null `step`, `warmup` and capsule columns.
 create or replace table history (
     run_id varchar,
     epoch integer,  -- the epoch the evaluation falls in
-    step bigint,  -- global optimizer step at the evaluation (null in older files: per-epoch rows)
+    step bigint,  -- global optimizer step at the evaluation (null in per-epoch curves)
     warmup boolean,  -- an evaluation during MICN's warm-up (not selectable); null when not recorded
     samples bigint,
     seconds double,

@@ -1,4 +1,4 @@
--- The mechanism experiment (issue 12, experiments.mechanism): one row per synthetic world κ,
+-- The mechanism experiment (experiments.mechanism in params.yaml): one row per synthetic world κ,
 -- backbone, variant and information ablation. MICN − control (lift_control_*) against κ is the
 -- question; lift_* on ablated base rows is "ablation − base" (where the signal lives); the two
 -- ceilings per world (columns: intermediate/paper_cells.sql; κ from each run's record).

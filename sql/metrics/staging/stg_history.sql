@@ -1,6 +1,6 @@
 -- One row per run and evaluation, from the learning curves metrics/history/<dataset>/<run>.json (a
--- JSON array per file, checked by micn/report.py first); the run id is the file's last two path
--- parts. Older files have one row per epoch and no `step` / `warmup` / capsule keys: those are null.
+-- JSON array per file, checked by micn/report/database.py first); the run id is the file's last two
+-- path parts. A per-epoch file (no optimizer steps) has no `step` / `warmup` / capsule keys: those are null.
 -- $files: the history files (at least one; with none, marts/history.sql stays empty).
 with epochs as (
     select * from read_json($files, format = 'array', filename = true, columns = {

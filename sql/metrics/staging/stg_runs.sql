@@ -1,7 +1,8 @@
 -- One row per run record metrics/runs/<dataset>/<run>.json (micn.record.RunRecord, written and
 -- validated by micn/record.py before this runs): every field of the record is a column, and the
 -- settings the paper tables group or filter by are columns of their own. $files: the record files.
--- tests/test_report.py::test_every_run_record_field_has_its_column keeps this and RunRecord in step.
+-- tests/test_report_record_columns.py::test_every_run_record_field_has_its_column keeps this and RunRecord
+-- in step.
 with records as (
     select json as r, filename from read_json_objects($files, filename = true)
 ),

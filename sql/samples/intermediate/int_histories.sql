@@ -4,7 +4,7 @@
 -- dumps hold several reviews of a user in the same second (day, in 2014), their order against
 -- the target is unknown, and keeping them could show the model an event that is not strictly in
 -- the past. Every behavior before the target's anchor (pos n_before + 1, the first behavior at the
--- target's ts) is strictly earlier, so the history is the $max_len rows preceding the anchor.
+-- target's ts) is strictly before it, so the history is the $max_len rows preceding the anchor.
 -- hist_first_pos: the position of the oldest history behavior (the history is pos
 -- hist_first_pos .. anchor - 1), kept so that the leakage check can look every element up.
 with anchors as (

@@ -1,5 +1,5 @@
 -- dien targets: the LAST behavior of every kept user, in the user's split (DIEN reference: one
--- (positive, negative) pair per user; the earlier behaviors only ever serve as history).
+-- (positive, negative) pair per user; the behaviors before it only ever serve as history).
 with final as (
     select
         stg_behaviors.user_key,

@@ -1,4 +1,4 @@
--- din targets: every behavior of a kept user that has a strictly earlier behavior (so the first
+-- din targets: every behavior of a kept user with a behavior strictly before it (so the first
 -- behavior never is a target, as in the DIN reference), each the positive of one pair.
 --   the user's last behavior                           -> test
 --   a 'valid' user's last training target (see

@@ -3,7 +3,7 @@
 -- dien: the first ceil(n * test_frac) users go to test, the next ceil(n * valid_frac) to valid, the
 --       rest to train (ceil: a tiny dataset still gets a user in each split; the -1e-9 keeps
 --       10 * 0.7 at 7 despite floating point).
--- din:  every user's last pair is a test pair and the earlier pairs are training pairs; 'valid'
+-- din:  every user's last pair is a test pair and the pairs before it are training pairs; 'valid'
 --       marks the users whose LAST training pair goes to the validation split instead. They are
 --       drawn, ceil(n * valid_frac) of them, among the users that have a training pair at all.
 --       test_frac is not used: the din test split is every user's last pair (DIN reference).

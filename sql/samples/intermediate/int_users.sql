@@ -1,9 +1,9 @@
 -- One row per user of the dataset: sequence counts, and why the user is dropped (null = kept).
---   'fewer than 2 behaviors'          no behavior has an earlier one to be its history
+--   'fewer than 2 behaviors'          no behavior has one before it to be its history
 --   'all behaviors at one timestamp'  the last behavior has nothing strictly before it (behaviors
 --                                     sharing the target's ts never enter its history)
 --   'reviewed every item' (din only)  no item is left for a negative the user never reviewed
--- last_train_pos: the user's last behavior that has a strictly earlier one and is not the last
+-- last_train_pos: the user's last behavior that has one strictly before it and is not the last
 -- behavior, i.e. din's last training target; null when there is none.
 with per_user as (
     select

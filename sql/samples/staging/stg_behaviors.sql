@@ -3,8 +3,8 @@
 --   pos          1-based position in the user's sequence, ordered by (ts, item_id) (item keys are
 --                in raw-id order): several behaviors of a user can share a timestamp, and this
 --                makes their order deterministic
---   n_before     behaviors of the user strictly earlier in time (= pos - 1 unless earlier
---                behaviors share this one's ts): only these may ever enter this behavior's history
+--   n_before     behaviors of the user strictly before it in time (= pos - 1 unless behaviors at
+--                lower positions share this one's ts): only these may ever enter this behavior's history
 --   n_behaviors  length of the user's sequence
 with reviews as (
     select user_id, item_id, ts

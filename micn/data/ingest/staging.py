@@ -1,0 +1,40 @@
+"""Staging an ingest: every input file into temp tables, with its rejects and duplicates.
+
+Reviews are first read without line numbers (the fast pass); only when that pass finds rejects,
+repeated keys or over-long lines are they read again with them (the exact pass), so that each
+offending line can be located and counted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from micn.data.ingest.accounting import file_reports
+from micn.data.ingest.json_lines import Sizes, flag_oversize, needs_exact_pass, stage_reviews
+from micn.data.ingest.meta import stage_meta
+from micn.data.ingest.rejects import collect_rejects, rows_to_rejects_table
+from micn.data.sql import create_table_as
+
+
+def stage(con, review_paths: list[Path], meta_paths: list[Path], formats: dict[Path, str]):
+    """Stage every file and find its rejects and duplicates; returns (rejects table, file reports)."""
+    sizes = Sizes()
+    paths = [*review_paths, *meta_paths]
+    seconds = stage_reviews(con, review_paths, exact=False, sizes=sizes)
+    exact = bool(sizes.oversize) or needs_exact_pass(con)
+    if exact:
+        seconds = stage_reviews(con, review_paths, exact=True, sizes=sizes)
+    literal_rejects, meta_seconds = stage_meta(con, meta_paths, formats, len(review_paths), sizes)
+    seconds.update(meta_seconds)
+    flag_oversize(con, sizes)
+    con.register("literal_rejects_arrow", rows_to_rejects_table(literal_rejects))
+    con.execute("create or replace temp table literal_rejects as select * from literal_rejects_arrow")
+    con.unregister("literal_rejects_arrow")
+    rejects = collect_rejects(con, paths, literal_rejects)
+    if exact:
+        create_table_as(con, "review_duplicates", "ingest/intermediate/int_review_duplicates")
+    else:  # the fast pass already found no repeated key
+        con.execute("create or replace temp table review_duplicates as select file_idx, rec_no from stg_reviews where false")
+    create_table_as(con, "meta_duplicates", "ingest/intermediate/int_meta_duplicates")
+    return rejects, file_reports(con, paths, formats, seconds)
+

@@ -1,0 +1,96 @@
+"""The warehouse file of an ingest: opening it read-write, and one paragraph for every failure.
+
+A failed first ingest removes the file (and the folders) it created, so that the message
+"nothing was written" is true on disk too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import duckdb
+
+from micn.errors import MicnError
+
+
+@contextmanager
+def open_warehouse(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection to `db`; every failure the user can meet becomes one paragraph.
+
+    When this call created the file (a first ingest) and the work fails, the file is removed
+    again: the message says nothing was written, and then nothing is there.
+    """
+    if db.is_dir():
+        raise MicnError(f"--db {db} is a directory; expected the path of a DuckDB warehouse file, e.g. {db / 'warehouse.duckdb'}.")
+    existed = db.exists()
+    made = _make_parents(db)
+    try:
+        con = duckdb.connect(str(db))
+    except (duckdb.Error, OSError) as e:
+        _remove_dirs(made)
+        raise MicnError(explain_warehouse_error(db, e, new=not existed and not db.exists())) from e
+    try:
+        yield con
+    except BaseException as e:
+        with suppress(duckdb.Error):
+            con.close()
+        if not existed:  # we created it and hold its lock, so it is ours to remove
+            for p in (db, Path(f"{db}.wal")):
+                p.unlink(missing_ok=True)
+            _remove_dirs(made)
+        if isinstance(e, (duckdb.IOException, duckdb.FatalException, OSError)) or _disk_full(e):
+            raise MicnError(explain_warehouse_error(db, e, new=not existed)) from e
+        raise
+    else:
+        con.close()
+
+
+def _make_parents(db: Path) -> list[Path]:
+    """Create the missing folders above `db`; returns them, deepest first, for a clean-up."""
+    missing = [p for p in db.parents if not p.exists()]
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MicnError(explain_warehouse_error(db, e, new=True)) from e
+    return missing
+
+
+def _remove_dirs(dirs: list[Path]) -> None:
+    for d in dirs:  # deepest first; only if still empty
+        with suppress(OSError):
+            d.rmdir()
+
+
+def _disk_full(e: BaseException) -> bool:
+    return getattr(e, "errno", None) == 28 or "No space left on device" in str(e)
+
+
+def explain_warehouse_error(db: Path, e: BaseException, *, new: bool) -> str:
+    """One paragraph for a warehouse that cannot be opened or written: locked, disk full, not DuckDB,
+    a directory, read-only or not permitted.
+
+    `new`: the file did not exist before this ingest (and, after a failure, is not there either).
+    """
+    state = "no warehouse file was left behind" if new else "the warehouse is as it was before this ingest"
+    said = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = str(e)
+    lock = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", text)
+    if lock:
+        return (f"{db}: another process (PID {lock.group(2)}, {lock.group(1)}) holds this warehouse's lock; DuckDB lets "
+                "one process write a database file at a time. Wait for it to finish (another `micn ingest` or "
+                "`micn samples`, or a DuckDB shell left open) and run again; nothing was written.")
+    if _disk_full(e):
+        return (f"{db}: the disk is full (no space left on device) while writing the warehouse; "
+                f"{state}. Free some space and run again. DuckDB said: {said}")
+    if "not a valid DuckDB database" in text:
+        return (f"--db {db} exists but is not a DuckDB database file (a text file?); it was left untouched. Pass the "
+                "warehouse written by `micn ingest`, or a new path to create one.")
+    if "Is a directory" in text:
+        return f"--db {db} is a directory; expected the path of a DuckDB warehouse file."
+    if any(s in text for s in ("Read-only file system", "Permission denied", "Operation not permitted")):
+        return (f"{db}: cannot write the warehouse here ({said}); choose a --db in a folder you can write to. "
+                f"{state.capitalize()}.")
+    return f"{db}: cannot open or write the DuckDB warehouse; {state}. DuckDB said: {said}"
