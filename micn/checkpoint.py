@@ -24,6 +24,7 @@ import torch
 
 from micn.errors import MicnError
 from micn.models.base import CTRModel, InterestModel
+from micn.optim import Optimizers
 from micn.record import TrainingState, os_reason
 
 MODEL_FILE_KEYS = ("model", "backbone", "variant", "config", "micn", "feature_map", "samples_dir")
@@ -48,7 +49,7 @@ def load_tensors(path: Path, what: str, map_location: str = "cpu") -> dict:
     return value
 
 
-def resume(path: Path, model: CTRModel, optimizer: torch.optim.Optimizer, signature: str,
+def resume(path: Path, model: CTRModel, optimizer: torch.optim.Optimizer | Optimizers, signature: str,
            micn: InterestModel | None) -> tuple[TrainingState, dict]:
     """(state, best weights) saved in `path` when it holds a checkpoint of this very run (same
     `signature`), loaded into `model`, `optimizer` and MICN's generator; else fresh ones."""
@@ -67,7 +68,7 @@ def resume(path: Path, model: CTRModel, optimizer: torch.optim.Optimizer, signat
     return state, ckpt["best_state"]
 
 
-def save_checkpoint(path: Path, model: CTRModel, optimizer: torch.optim.Optimizer, state: TrainingState,
+def save_checkpoint(path: Path, model: CTRModel, optimizer: torch.optim.Optimizer | Optimizers, state: TrainingState,
                     best_state: dict, micn: InterestModel | None) -> None:
     rng = micn.rng_state() if micn is not None else None
     save_tensors(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,

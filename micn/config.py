@@ -195,6 +195,9 @@ class TrainConfig:
     eval_batch_size: Positive = 4096
     epochs: Positive = 5
     lr: Annotated[float, Strict(), Field(gt=0.0)] = 1e-3
+    # adam: dense Adam over every parameter (a step costs O(catalogue)); lazy_adam: embedding rows
+    # are updated only when the batch looks them up (a step costs O(batch); micn/optim.py)
+    optimizer: Literal["adam", "lazy_adam"] = "lazy_adam"
     # Validation (model selection, early stopping, the learning evidence) runs this many times per
     # epoch, at evenly spaced steps, the last at the epoch's end. The backbones peak after about
     # one pass over the data and overfit from the second, so per-epoch selection is too coarse.

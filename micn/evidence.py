@@ -316,7 +316,8 @@ def _overlap(vectors: torch.Tensor, active: torch.Tensor, table: torch.Tensor, n
     chunk = max(1, 2**24 // max(1, K * n_items))  # users per chunk: scores of at most 16 M floats at once
     tops = []
     for start in range(0, U, chunk):
-        scores = torch.einsum("ukd,id->uki", vectors[start:start + chunk], table)  # (u, K, I)
+        v = vectors[start:start + chunk]  # (u, K, D)
+        scores = (v.reshape(-1, v.shape[-1]) @ table.T).view(v.shape[0], K, n_items)  # (u, K, I), one GEMM
         scores[..., :FIRST_REAL_ID] = float("-inf")  # padding and OOV are not items
         tops.append(scores.topk(n, dim=-1).indices)  # (u, K, n), distinct items per capsule
     top = torch.cat(tops)  # (U, K, n)

@@ -56,7 +56,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # this covers that import closure), also the `train` stage's code deps in dvc.yaml. The generator is
 # among them because the history-only ceiling (data/ceiling.py) reads the world's public structure
 # from it. Editing the report, the ingest or what `micn interests` prints retrains nothing.
-TRAINING_CODE = ("train.py", "run.py", "checkpoint.py", "evidence.py", "record.py", "evaluate.py", "config.py",
+TRAINING_CODE = ("train.py", "run.py", "checkpoint.py", "optim.py", "evidence.py", "record.py", "evaluate.py", "config.py",
                  "names.py", "errors.py", "models", "nn", "data/dataset.py", "data/feature_map.py", "data/batch.py",
                  "data/oracle.py", "data/ceiling.py", "data/synthetic")
 

@@ -51,6 +51,7 @@ from micn.evaluate import ctr_metrics, history_only_auc, oracle_auc
 from micn.evidence import EVIDENCE_COLUMNS, Retrieval, at_best, capsule_probe
 from micn.models.base import CTRModel, InterestModel
 from micn.models.with_micn import item_categories_of
+from micn.optim import Optimizers, build_optimizer
 from micn.record import GridInfo, RunRecord, TrainingState, write_json, write_record
 from micn.run import (RunConfig, RunPaths, build_model, load_splits, make_dir, resolve_device, run_record, signature,
                       warmup_steps)
@@ -75,7 +76,7 @@ def train(
     from its seed (model init under `_INIT_LOCK`, batch order and MICN's sampling from per-run
     generators), so parallel runs in threads give the same results as sequential ones."""
     started = datetime.now(timezone.utc)
-    loop, test_rows = _prepare(run, paths, grid, progress)
+    loop, test_rows = prepare_loop(run, paths, grid, progress)
     state = loop.state
     for epoch in range(state.epoch + 1, run.train.epochs + 1):
         if state.stopped:  # early stopping (also when resuming a stopped run)
@@ -88,7 +89,7 @@ def train(
     return _finish(run, paths, grid, loop, test_rows, started)
 
 
-def _prepare(run: RunConfig, paths: RunPaths, grid: GridInfo | None, progress: bool) -> tuple[_Loop, SampleSet]:
+def prepare_loop(run: RunConfig, paths: RunPaths, grid: GridInfo | None, progress: bool) -> tuple[Loop, SampleSet]:
     """The loop of this run, at its last checkpoint (or fresh), and the test split with the world's real ids."""
     cfg, micn = run.train, run.micn_config
     fmap, splits = load_splits(paths.samples_dir, run.dataset)
@@ -107,11 +108,11 @@ def _prepare(run: RunConfig, paths: RunPaths, grid: GridInfo | None, progress: b
         model = build_model(run.backbone, fmap, cfg, micn, item_categories, generator, variant=run.variant)
     model = model.to(device)
     aux: InterestModel | None = model if run.has_micn else None  # build_model gives a WithMICN for "micn"
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)  # one fused kernel per step
+    optimizer = build_optimizer(model, cfg)
     state, best_state = resume(paths.checkpoint, model, optimizer, signature(run, fmap, grid), aux)
     if aux is not None:
         aux.measure_grad_norms(True)
-    loop = _Loop(model=model, micn=aux, optimizer=optimizer, data=splits["train"], valid=splits["valid"], cfg=cfg,
+    loop = Loop(model=model, micn=aux, optimizer=optimizer, data=splits["train"], valid=splits["valid"], cfg=cfg,
                  seed=run.seed, device=device, loss_fn=nn.BCEWithLogitsLoss(),
                  aux_weights=cfg.aux_weights(micn if run.has_micn else None), progress=progress,
                  retrieval=None if aux is None else Retrieval.of(splits["train"], splits["valid"], fmap, micn.retrieval_k),
@@ -120,7 +121,7 @@ def _prepare(run: RunConfig, paths: RunPaths, grid: GridInfo | None, progress: b
     return loop, test_rows
 
 
-def _finish(run: RunConfig, paths: RunPaths, grid: GridInfo | None, loop: _Loop, test_rows: SampleSet,
+def _finish(run: RunConfig, paths: RunPaths, grid: GridInfo | None, loop: Loop, test_rows: SampleSet,
             started: datetime) -> RunRecord:
     """Test metrics of the selected weights, the ceilings and the evidence; the run's files."""
     cfg, micn, state, model, device = run.train, run.micn_config, loop.state, loop.model, loop.device
@@ -131,8 +132,10 @@ def _finish(run: RunConfig, paths: RunPaths, grid: GridInfo | None, loop: _Loop,
     metrics["oracle_auc"] = oracle_auc(test_rows, fmap, paths.samples_dir)
     metrics["valid_auc"] = state.best_auc
     metrics["history_only_auc"] = history_only_auc(test_rows, fmap, paths.samples_dir)
+    # MICN's evidence on the selected weights (none when no evaluation was selectable)
+    selected = {f"valid_{k}": v for k, v in loop.evidence().items()} if state.best_step else {}
     for key, column in EVIDENCE_COLUMNS.items():
-        metrics[key] = at_best(state.history, state.best_step, column)
+        metrics[key] = selected[column] if column in selected else at_best(state.history, state.best_step, column)
     record = run_record(run, paths, fmap, grid, state, metrics, str(device), started)
     save_model(paths.model, loop.best_state, {
         "backbone": run.backbone, "variant": run.variant, "config": dataclasses.asdict(cfg),
@@ -180,14 +183,43 @@ def evaluation_points(n_batches: int, evals_per_epoch: int) -> set[int]:
     return {max(1, round(j * n_batches / evals_per_epoch)) for j in range(1, evals_per_epoch + 1)}
 
 
+def train_step(model: CTRModel, optimizer: torch.optim.Optimizer | Optimizers, batch, loss_fn: nn.Module,
+               aux_weights: dict[str, float], window: Window, warm: bool = False,
+               micn: InterestModel | None = None) -> None:
+    """One optimizer step of the trainer (benchmarks time exactly this). During a MICN warm-up
+    (`warm`) only L_micn is in the loss (BCE and DIEN's aux loss are left out, so their parameters
+    get no gradient and Adam leaves them untouched). With `micn`, the ratio of the two gradients
+    reaching e_aux goes into the window (it reads gradients, never changes them)."""
+    out = model(batch)
+    loss = None if warm else loss_fn(out.logits, batch.label)
+    for name, aux in out.aux_losses.items():
+        if name not in aux_weights:
+            raise MicnError(f"the model returned an auxiliary loss {name!r} with no weight in the train config")
+        window.add(name, aux.item())
+        if warm and name != "micn":
+            continue
+        term = aux_weights[name] * aux
+        loss = term if loss is None else loss + term
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if micn is not None and not warm:
+        norms = micn.grad_norms()  # (main, micn) of this backward, or None
+        if norms is not None and norms[1] > 0:
+            window.ratios.append(norms[0] / norms[1])
+    optimizer.step()
+    window.add("loss", loss.item())
+    window.steps += 1
+    window.samples += len(batch)
+
+
 @dataclass
-class _Loop:
+class Loop:
     """The optimisation of one run: epochs of Adam steps with validation `evals_per_epoch` times
     an epoch; the state (`TrainingState`) and the best weights are updated in place."""
 
     model: CTRModel
     micn: InterestModel | None  # the same model when it trains MICN (gradient ratio, checkpointed RNG)
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | Optimizers
     data: SampleSet
     valid: SampleSet
     cfg: TrainConfig
@@ -211,59 +243,36 @@ class _Loop:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
         n_batches = self.data.num_batches(cfg.batch_size)
         marks = evaluation_points(n_batches, cfg.evals_per_epoch)
-        window = _Window()
+        window = Window()
         bar = tqdm(self.data.batches(cfg.batch_size, shuffle=True, generator=generator), total=n_batches,
                    desc=f"epoch {epoch}", disable=not self.progress, leave=False, unit="batch")
         for i, batch in enumerate(bar, 1):
-            self._step(batch.to(self.device), window)
+            self.step(batch.to(self.device), window)
             if self.progress and i % 20 == 0:
                 bar.set_postfix(loss=f"{window.mean('loss'):.4f}", samples_s=f"{window.rate():,.0f}")
             if i in marks:
-                self._evaluate(epoch, window)
-                window = _Window()
+                self.evaluate(epoch, window, evidence=i == n_batches)
+                window = Window()
                 if state.stopped:
                     break
 
-    def _step(self, batch, window: _Window) -> None:
-        """One Adam step. During the warm-up only L_micn is in the loss (BCE and DIEN's aux loss
-        are left out, so their parameters get no gradient and Adam leaves them untouched)."""
-        warm = self.state.step < self.warmup
-        out = self.model(batch)
-        loss = None if warm else self.loss_fn(out.logits, batch.label)
-        for name, aux in out.aux_losses.items():
-            if name not in self.aux_weights:
-                raise MicnError(f"the model returned an auxiliary loss {name!r} with no weight in the train config")
-            window.add(name, aux.item())
-            if warm and name != "micn":
-                continue
-            term = self.aux_weights[name] * aux
-            loss = term if loss is None else loss + term
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.micn is not None and not warm:  # the ratio reads gradients, never changes them
-            norms = self.micn.grad_norms()  # (main, micn) of this backward, or None
-            if norms is not None and norms[1] > 0:
-                window.ratios.append(norms[0] / norms[1])
-        self.optimizer.step()
-        window.add("loss", loss.item())
-        window.steps += 1
-        window.samples += len(batch)
+    def step(self, batch, window: Window) -> None:
+        train_step(self.model, self.optimizer, batch, self.loss_fn, self.aux_weights, window,
+                   warm=self.state.step < self.warmup, micn=self.micn)
         self.state.step += 1
 
     @torch.no_grad()
-    def _evaluate(self, epoch: int, window: _Window) -> None:
+    def evaluate(self, epoch: int, window: Window, evidence: bool = True) -> None:
         """Validation after the current step: the history row, then selection and early stopping
-        (evaluations inside the warm-up are recorded, never selected, and do not use up patience)."""
+        (evaluations inside the warm-up are recorded, never selected, and do not use up patience).
+        With `evidence`, the row also holds MICN's retrieval and capsule evidence (`evidence()`)."""
         cfg, state = self.cfg, self.state
         warm = state.step <= self.warmup
         row = {"epoch": epoch, "step": state.step, "warmup": warm, **window.row(self.micn is not None)}
         row.update({f"valid_{k}": v for k, v in evaluate_split(self.model, self.valid, cfg.eval_batch_size,
                                                                 self.device).items()})
-        if self.retrieval is not None:
-            row.update({f"valid_{k}": v for k, v in self.retrieval.measure(self.micn, self.valid, cfg.eval_batch_size,
-                                                                            self.device).items()})
-        if self.capsules is not None:
-            row.update({f"valid_{k}": v for k, v in self.capsules(self.model, self.valid, self.device).items()})
+        if evidence:
+            row.update({f"valid_{k}": v for k, v in self.evidence().items()})
         self.model.train()
         state.history.append(row)
         if warm:
@@ -275,9 +284,24 @@ class _Loop:
             state.bad_evals += 1
             state.stopped = state.bad_evals > cfg.patience
 
+    @torch.no_grad()
+    def evidence(self) -> dict[str, float | None]:
+        """MICN's Recall@K beside popularity's and the capsule evidence at the current weights ({}
+        for runs without MICN). It costs a scan of the whole catalogue per user, so the loop takes
+        it at the last evaluation of each epoch (the learning curves) and once on the selected
+        weights (the record); it draws from its own seeded generators, so both are what an
+        evaluation at those weights gives."""
+        out: dict[str, float | None] = {}
+        if self.retrieval is not None:
+            out.update(self.retrieval.measure(self.micn, self.valid, self.cfg.eval_batch_size, self.device))
+        if self.capsules is not None:
+            out.update(self.capsules(self.model, self.valid, self.device))
+        self.model.train()
+        return out
+
 
 @dataclass
-class _Window:
+class Window:
     """Training sums between two evaluations (the history row's train_* means are over its steps)."""
 
     sums: dict[str, float] = field(default_factory=dict)

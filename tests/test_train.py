@@ -103,20 +103,23 @@ def test_interrupted_run_resumes_to_the_same_result(samples, tmp_path):
     assert strip(history("resumed")) == strip(history("whole"))
 
 
-def test_interrupted_micn_run_resumes_its_random_draws(samples, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+def test_interrupted_micn_run_resumes_its_random_draws(samples, tmp_path, optimizer):
     """MICN's generator state travels in the checkpoint (WithMICN.rng_state), so the resumed
-    run draws the same routing logits and candidates as the uninterrupted one."""
-    micn = MICNConfig(n_neg=20)
-    whole = fit(samples, "wide_deep", tmp_path / "whole", seed=4, variant="micn", micn=micn)
+    run draws the same routing logits and candidates as the uninterrupted one; both optimizers'
+    states (lazy_adam: the dense and the sparse part) travel too."""
+    micn, cfg = MICNConfig(n_neg=20), dataclasses.replace(FAST, optimizer=optimizer)
+    whole = fit(samples, "wide_deep", tmp_path / "whole", seed=4, cfg=cfg, variant="micn", micn=micn)
 
     def stop_after_first(epoch, row):
         if epoch == 1:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        fit(samples, "wide_deep", tmp_path / "resumed", seed=4, variant="micn", micn=micn, on_epoch_end=stop_after_first)
-    resumed = fit(samples, "wide_deep", tmp_path / "resumed", seed=4, variant="micn", micn=micn)
-    assert resumed.metrics == whole.metrics
+        fit(samples, "wide_deep", tmp_path / "resumed", seed=4, cfg=cfg, variant="micn", micn=micn,
+            on_epoch_end=stop_after_first)
+    resumed = fit(samples, "wide_deep", tmp_path / "resumed", seed=4, cfg=cfg, variant="micn", micn=micn)
+    assert resumed.metrics == whole.metrics and resumed.params["train"]["optimizer"] == optimizer
 
 
 def test_checkpoint_of_another_run_is_not_resumed(samples, tmp_path):
@@ -345,13 +348,25 @@ def test_control_trains_the_joined_width_without_micn(samples, tmp_path):
         build_model("din", fmap, cfg, None, variant="control")
 
 
-def test_learning_evidence_is_recorded_per_evaluation_and_at_the_selected_one(samples, tmp_path):
-    cfg = dataclasses.replace(FAST, epochs=2)
-    result = fit(samples, "dien", tmp_path / "run", seed=3, cfg=cfg, variant="micn", micn=MICNConfig(n_neg=20, retrieval_k=7))
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+def test_learning_evidence_is_recorded_per_epoch_and_at_the_selected_weights(samples, tmp_path):
+    """The catalogue-wide evidence (MICN's Recall@K, the capsules) is taken at each epoch's last
+    evaluation and on the selected weights; with one evaluation an epoch, the record's values are
+    exactly the selected evaluation's (the evidence draws from its own seeded generators)."""
+    micn = MICNConfig(n_neg=20, retrieval_k=7)
+    several = fit(samples, "dien", tmp_path / "several", seed=3, cfg=dataclasses.replace(FAST, epochs=2), variant="micn",
+                  micn=micn)
+    history = json.loads((tmp_path / "several" / "history.json").read_text())
+    epoch_ends = {max(h["step"] for h in history if h["epoch"] == e) for e in (1, 2)}
     for row in history:
-        assert 0.0 <= row["valid_micn_recall"] <= 1.0 and 0.0 <= row["valid_popularity_recall"] <= 1.0
         assert row["train_grad_ratio"] > 0 and row["valid_dien_aux"] > 0
+        assert ("valid_micn_recall" in row) == (row["step"] in epoch_ends)
+        if row["step"] in epoch_ends:
+            assert 0.0 <= row["valid_micn_recall"] <= 1.0 and 0.0 <= row["valid_popularity_recall"] <= 1.0
+    assert several.metrics["micn_recall"] is not None and several.metrics["capsule_overlap"] is not None
+
+    cfg = dataclasses.replace(FAST, epochs=2, evals_per_epoch=1)
+    result = fit(samples, "dien", tmp_path / "run", seed=3, cfg=cfg, variant="micn", micn=micn)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
     best = next(h for h in history if h["step"] == result.best_step)
     m = result.metrics
     assert (m["micn_recall"], m["popularity_recall"], m["dien_aux"], m["grad_ratio"]) == (

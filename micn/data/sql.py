@@ -21,6 +21,8 @@ from typing import Any
 
 import duckdb
 
+from micn.names import DUCKDB_MAGIC
+
 __all__ = ["SQL_DIR", "bind", "create_table_as", "execute", "load_sql", "parameters", "run_script"]
 
 SQL_DIR = Path(os.environ.get("MICN_SQL_DIR", Path(__file__).resolve().parents[2] / "sql"))
@@ -82,3 +84,10 @@ def create_table_as(
 def run_script(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Run a DDL script (several statements, no parameters), e.g. the warehouse schema or macros."""
     con.execute(load_sql(name))
+
+
+def has_duckdb_header(path: Path) -> bool:
+    """Whether `path` starts as every DuckDB database file does (`DUCKDB_MAGIC` at bytes 8..11).
+    An empty or short file has no header; an unreadable one raises its OSError."""
+    with open(path, "rb") as f:
+        return f.read(12)[8:12] == DUCKDB_MAGIC

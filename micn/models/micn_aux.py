@@ -149,7 +149,7 @@ class MICNAux(nn.Module):
         # Gradient-norm measurement (off unless asked): per path, the gradient reaching each half
         # of the e_aux table, accumulated by tensor hooks during backward (`grad_norms`).
         self.measure_grads = False
-        self._grad_tables: dict[str, list[torch.Tensor]] = {}
+        self._grad_tables: dict[str, list[tuple[torch.Tensor, ...]]] = {}
 
     def rng_state(self) -> torch.Tensor | None:
         """The state of MICN's generator (for checkpoints), None when it uses torch's global RNG."""
@@ -228,22 +228,18 @@ class MICNAux(nn.Module):
     # Gradient norms of the two paths into e_aux
 
     def track_grad(self, e: torch.Tensor, items: torch.Tensor, categories: torch.Tensor, path: str) -> None:
-        """When `measure_grads` is on, add the gradient that reaches the lookup `e` (..., d_aux)
-        (already scaled by φ or 1 − φ) into path's copy of the two tables, as the embedding
-        backward would. Called by the two readers of e_aux, on the tensor BEFORE scale_grad."""
+        """When `measure_grads` is on, keep the gradient that reaches the lookup `e` (..., d_aux)
+        (already scaled by φ or 1 − φ) with the ids it was looked up by; `grad_norms` sums it per
+        table row, as the embedding backward does. Called by the two readers of e_aux, on the
+        tensor BEFORE scale_grad. Costs O(lookups), never O(table)."""
         if not (self.measure_grads and e.requires_grad):
             return
         d_item = self.embedding.item.embedding_dim
 
         def hook(grad: torch.Tensor) -> None:
-            tables = self._grad_tables.get(path)
-            if tables is None:
-                tables = [torch.zeros_like(self.embedding.item.weight),
-                          torch.zeros_like(self.embedding.category.weight)]
-                self._grad_tables[path] = tables
             g = grad.detach().reshape(-1, grad.shape[-1])  # (N, D)
-            tables[0].index_add_(0, items.reshape(-1), g[:, :d_item])
-            tables[1].index_add_(0, categories.reshape(-1), g[:, d_item:])
+            self._grad_tables.setdefault(path, []).append((items.reshape(-1), categories.reshape(-1),
+                                                           g[:, :d_item], g[:, d_item:]))
 
         e.register_hook(hook)
 
@@ -261,8 +257,13 @@ class MICNAux(nn.Module):
             return None
         norms = []
         for path in GRAD_PATHS:
-            tables = self._grad_tables.get(path)
-            sq = 0.0 if tables is None else sum(float((t[1:] ** 2).sum()) for t in tables)  # row 0: padding
+            lookups = self._grad_tables.get(path, [])
+            sq = 0.0
+            for half in (0, 1):  # the item half (ids, grads) and the category half of e_aux
+                if lookups:
+                    ids = torch.cat([lookup[half] for lookup in lookups])  # (N,)
+                    grads = torch.cat([lookup[2 + half] for lookup in lookups])  # (N, D_half)
+                    sq += float((_row_sums(ids, grads)[1:] ** 2).sum())  # row 0: padding
             norms.append(sq**0.5)
         return norms[0], norms[1]
 
@@ -296,3 +297,14 @@ class MICNAux(nn.Module):
         vectors = self.user_vectors(routing, batch.user[rows])  # (N, K, D); the capsules in the capsule-only form
         user, _ = label_aware_attention(vectors, routing.active, target, self.cfg.pow_p)  # (N, D)
         return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()
+
+
+def _row_sums(ids: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Σ of the `grads` (N, D) rows that share an id, one row per distinct id in ascending order
+    (padding, id 0, first when present), as the rows of a table's gradient that are not zero."""
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    rows = grads.new_zeros(len(unique), grads.shape[1])
+    if len(unique) and int(unique[0]) != 0:  # keep row 0 for padding, so that callers can drop it
+        rows = torch.cat([grads.new_zeros(1, grads.shape[1]), rows])
+        inverse = inverse + 1
+    return rows.index_add_(0, inverse, grads)

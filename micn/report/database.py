@@ -27,9 +27,8 @@ import duckdb
 import polars as pl
 from scipy import stats  # scikit-learn's own dependency
 
-from micn.data.sql import create_table_as, load_sql, run_script
+from micn.data.sql import create_table_as, has_duckdb_header, load_sql, run_script
 from micn.errors import MicnError
-from micn.names import DUCKDB_MAGIC
 from micn.record import os_reason, read_records
 from micn.report.labels import TITLES
 
@@ -114,11 +113,10 @@ def check_db_path(db_path: Path) -> None:
     if not db_path.exists():
         return
     try:
-        with open(db_path, "rb") as f:
-            head = f.read(12)
+        is_duckdb = has_duckdb_header(db_path)
     except OSError as e:
         raise MicnError(f"{db_path}: cannot read it ({os_reason(e)}).") from None
-    if head[8:12] != DUCKDB_MAGIC:
+    if not is_duckdb:
         raise MicnError(f"{db_path}: not a DuckDB database, so the report will not replace it; pass another --db "
                         "path or move the file away.")
 

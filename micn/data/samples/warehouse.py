@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 
 from micn.data.samples.files import ORACLE_FILES
+from micn.data.sql import has_duckdb_header
 from micn.errors import MicnError
-from micn.names import DUCKDB_MAGIC
 
 
 def check_paths(db: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
@@ -34,12 +34,12 @@ def check_warehouse(db: str | Path) -> Path:
     if not db_path.is_file():
         raise MicnError(f"{db}: no such warehouse file; build it first with `micn ingest` (e.g. data/warehouse.duckdb).")
     try:
-        with open(db_path, "rb") as f:
-            head = f.read(12)
+        is_duckdb = has_duckdb_header(db_path)
     except OSError as e:
         raise MicnError(f"{db}: cannot be read ({e.strerror}); give a warehouse file you may read.") from None
-    if head[8:12] != DUCKDB_MAGIC:
-        what = "an empty file" if not head else f"a file of {db_path.stat().st_size:,} bytes without DuckDB's header"
+    if not is_duckdb:
+        size = db_path.stat().st_size
+        what = "an empty file" if not size else f"a file of {size:,} bytes without DuckDB's header"
         raise MicnError(f"{db}: not a DuckDB database file ({what}); give the warehouse written by `micn ingest` "
                         "(e.g. data/warehouse.duckdb).")
     return db_path
