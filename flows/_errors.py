@@ -20,6 +20,25 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
+
+
+def stop_on_sigterm(command: str | None) -> None:
+    """On SIGTERM print one line and exit 143 at once. Every file a command writes goes through a
+    temporary file and a rename, and training checkpoints every epoch, so stopping anywhere leaves
+    earlier results intact and the same command resumes; exiting at once (not after the grid's
+    worker threads finish their runs) is what a service manager's stop expects."""
+    import os
+    import signal
+
+    prefix = f"micn {command}" if command else "micn"
+
+    def stop(signum, frame) -> None:  # noqa: ARG001 - the signal handler signature
+        sys.stderr.write(f"{prefix}: stopped (SIGTERM); rerun the same command to resume\n")
+        sys.stderr.flush()
+        os._exit(EXIT_TERMINATED)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def run_guarded(fn: Callable[[], None], command: str | None, *, debug: bool = False) -> int:

@@ -84,11 +84,14 @@ def _chosen(argv: Sequence[str]) -> Command | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from flows import _errors, _prefect
+    from micn.kernels import pin_cpu_kernels
 
     argv = list(sys.argv[1:] if argv is None else argv)
     chosen = _chosen(argv)
     debug = "--debug" in (argv[: argv.index(chosen.name)] if chosen else argv)
+    pin_cpu_kernels()  # before anything imports torch: the same numbers on any AVX2+ CPU
     _prefect.prepare_environment(debug=debug)  # before any module imports Prefect
+    _errors.stop_on_sigterm(chosen.name if chosen else None)
     return _errors.run_guarded(lambda: _dispatch(argv, chosen, debug), chosen.name if chosen else None, debug=debug)
 
 

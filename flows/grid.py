@@ -30,8 +30,8 @@ from micn.config import GridConfig
 from micn.data.layout import samples_dir
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, load_experiment, plan_runs
-from micn.grid import (GridRun, Pruned, failure_record, prune, run_one, samples_hash, signature, wait_for_api,
-                       wait_for_dask, wait_for_ray, write_failure)
+from micn.grid import (GridRun, Pruned, failure_record, holding_root, prune, run_one, samples_hash, signature,
+                       wait_for_api, wait_for_dask, wait_for_ray, write_failure)
 
 DESCRIPTION = (
     "Train the grid of params.yaml's enabled experiments (Table 2: backbones as base, width-matched control and MICN; "
@@ -172,17 +172,18 @@ def run_grid(params: str | Path = "params.yaml", root: str | Path = ".") -> Grid
         wait_for_api(api, exp.grid.connect_timeout_s)
     runner = task_runner(exp.grid)  # asks the cluster (bounded) before any work
     flow_ = grid_flow.with_options(task_runner=runner)
-    if isinstance(runner, ThreadPoolTaskRunner) or api:
-        return flow_(params, root)
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start(timeout=120)
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+    with holding_root(root):  # a second grid on this root is refused: no run is trained twice
+        if isinstance(runner, ThreadPoolTaskRunner) or api:
             return flow_(params, root)
-    finally:
-        server.stop()
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start(timeout=120)
+        try:
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                return flow_(params, root)
+        finally:
+            server.stop()
 
 
 def run(args: argparse.Namespace) -> None:

@@ -20,7 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from micn.config import MICNConfig, TrainConfig, load_section, seed_argument
 from micn.record import RunRecord
 from micn.names import VARIANTS
-from micn.run import RunConfig, RunPaths, load_splits
+from micn.errors import MicnError
+from micn.run import RunConfig, RunPaths, load_splits, other_run
 from micn.train import train
 
 DESCRIPTION = (
@@ -37,6 +38,7 @@ class TrainJob:
 
     run: RunConfig
     paths: RunPaths
+    replace: bool = False  # overwrite another run's files in the output folder
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
@@ -53,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> No
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run directory: metrics.json, history.json, model.pt, checkpoint.pt")
     parser.add_argument("--params", default="params.yaml", metavar="FILE", help="parameter file (default params.yaml)")
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite the files of another run in --out (without it, a folder holding another "
+                        "run's record or checkpoint is refused; this run's own files are resumed)")
 
 
 def job_from_args(args: argparse.Namespace) -> TrainJob:
@@ -61,7 +66,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
     micn = load_section(args.params, "micn", MICNConfig)
     run = RunConfig(backbone=args.backbone, variant=args.variant, seed=args.seed, train=cfg, micn=micn,
                     dataset=args.dataset)
-    return TrainJob(run, RunPaths(samples_dir=Path(args.samples), out_dir=Path(args.out)))
+    return TrainJob(run, RunPaths(samples_dir=Path(args.samples), out_dir=Path(args.out)), bool(args.replace))
 
 
 @task(cache_policy=NO_CACHE)
@@ -83,7 +88,11 @@ def train_flow(job: TrainJob) -> RunRecord:
 
 def run(args: argparse.Namespace) -> None:
     job = job_from_args(args)
-    load_splits(job.paths.samples_dir, job.run.dataset)  # fail fast on a missing or mismatched samples directory
+    fmap, _ = load_splits(job.paths.samples_dir, job.run.dataset)  # fail fast on a missing or mismatched samples
+    other = None if job.replace else other_run(job.paths, job.run, fmap)
+    if other is not None:
+        raise MicnError(f"{job.paths.out_dir}: holds {other}; choose another --out, or pass --replace to overwrite "
+                        "them.")
     r = train_flow(job)
     m = r.metrics
     oracle = "n/a" if m.get("oracle_auc") is None else f"{m['oracle_auc']:.4f}"

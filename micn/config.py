@@ -248,7 +248,17 @@ class Params:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a mapping with the same key twice (YAML would keep the last)."""
+    """SafeLoader that refuses a mapping with the same key twice (YAML would keep the last) and any
+    alias (`*name`): a parameter file has no use for them, and nested aliases expand exponentially
+    (nine levels of nine make a list of 387 million items from a few hundred bytes)."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"an alias (*{event.anchor}); aliases and anchors are not allowed in a parameter file, "
+                "write the values out", event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[Any, int] = {}
@@ -276,7 +286,7 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     except UnicodeDecodeError as e:
         raise MicnError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); give a YAML parameter file.") from None
     except yaml.YAMLError as e:
-        raise MicnError(f"{path}: not valid YAML: {e}") from None
+        raise MicnError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -371,8 +381,14 @@ def _describe(err: dict, section: str) -> str:
         key += f"[{part}]" if isinstance(part, int) else f".{part}"
     msg = err["msg"].removeprefix("Value error, ")
     msg = _EXPECTED.get(err["type"], msg[:1].lower() + msg[1:])
-    got = "" if err["type"] == "value_error" else f" (got {err['input']!r})"
+    got = "" if err["type"] == "value_error" else f" (got {shown(err['input'])})"
     return f"{key}: {msg}{got}"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters with its full length said."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     run_one(spec, exp, root) -> GridRun      train one RunSpec, or reuse its finished record
     failure_record(spec, exp, error, attempts) -> RunRecord
     prune(root, planned) -> Pruned           delete the files of runs the plan leaves out
+    holding_root(root)                        one `micn grid` per root at a time (a lock naming its holder)
     wait_for_dask / wait_for_ray / wait_for_api(address, timeout_s)   bounded checks of what the grid talks to
 
 Files per run (paths from `RunSpec`), all written through micn/record.py and micn/train.py:
@@ -32,22 +33,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
 import re
 import socket
 import time
 import traceback
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from micn.names import ABLATIONS
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, micn_config, train_config
-from micn.record import GridInfo, RunRecord, make_record, plain_config, read_record, write_record
+from micn.names import ABLATIONS
+from micn.record import GridInfo, RunRecord, make_record, os_reason, plain_config, read_record, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -55,10 +59,11 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules a run's record depends on: everything importing `micn.train` runs (a test checks that
 # this covers that import closure), also the `train` stage's code deps in dvc.yaml. The generator is
 # among them because the history-only ceiling (data/ceiling.py) reads the world's public structure
-# from it. Editing the report, the ingest or what `micn interests` prints retrains nothing.
-TRAINING_CODE = ("train.py", "run.py", "checkpoint.py", "optim.py", "evidence.py", "record.py", "evaluate.py", "config.py",
-                 "names.py", "errors.py", "models", "nn", "data/dataset.py", "data/feature_map.py", "data/batch.py",
-                 "data/oracle.py", "data/ceiling.py", "data/synthetic")
+# from it, and kernels.py because the `micn` command pins the CPU kernels a run computes with.
+# Editing the report, the ingest or what `micn interests` prints retrains nothing.
+TRAINING_CODE = ("train.py", "run.py", "checkpoint.py", "optim.py", "kernels.py", "evidence.py", "record.py",
+                 "evaluate.py", "config.py", "names.py", "errors.py", "models", "nn", "data/dataset.py",
+                 "data/feature_map.py", "data/batch.py", "data/oracle.py", "data/ceiling.py", "data/synthetic")
 
 # `<backbone>-<variant>[-<ablation>][-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset):
 # the names the grid gives its files. A folder or file not named so was not written by the grid.
@@ -403,3 +408,31 @@ def _why(e: BaseException) -> str:
     if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)):
         return "timed out: the address accepts connections but does not answer"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+LOCK_FILE = ".micn-grid.lock"  # in the grid's root; holds the PID of the `micn grid` training there
+
+
+@contextmanager
+def holding_root(root: str | Path) -> Iterator[None]:
+    """Train into `root` alone: an exclusive `flock` on `<root>/.micn-grid.lock` for the block, the
+    holder's PID written in it. A second grid on the same root is refused at once in one paragraph
+    naming the holder, so no run is ever trained twice; the kernel drops the lock with the process,
+    so a killed grid never leaves a stale one."""
+    path = Path(root) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise MicnError(f"{path}: cannot create the grid's lock file ({os_reason(e)}).") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise MicnError(f"{Path(root).resolve()}: another `micn grid` (PID {holder}) is training into this root; "
+                            "wait for it to finish (or stop it) and rerun: the runs it finished are reused.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -31,7 +31,8 @@ from micn.models.base import CTRModel
 from micn.models.with_micn import build_control, build_with_micn
 from micn.names import ABLATIONS, SPLITS, VARIANTS
 from micn.nn.embedding import ItemEmbedding
-from micn.record import GridInfo, RunRecord, TrainingState, make_record, os_reason, plain_config
+from micn.checkpoint import load_tensors
+from micn.record import GridInfo, RunRecord, TrainingState, make_record, os_reason, plain_config, read_record
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,28 @@ def run_record(run: RunConfig, paths: RunPaths, fmap: FeatureMap, grid: GridInfo
         kappa=world_kappa(fmap, paths.samples_dir),
         ablation=run.ablation,
     )
+
+
+def other_run(paths: RunPaths, run: RunConfig, fmap: FeatureMap) -> str | None:
+    """What `paths` hold of ANOTHER run, in words (None when they hold nothing, or this run's own
+    files: its record, or a checkpoint it resumes from). Guards `micn train --out` against writing
+    over another run's results; the grid names its folders by run and does not need it."""
+    if paths.record_path.is_file():
+        try:
+            record = read_record(paths.record_path)
+        except MicnError:
+            return f"a file {paths.record_path.name} that is not a run record"
+        mine = (fmap.dataset, run.backbone, run.variant, run.seed, plain_config(run.train), plain_config(run.micn_config))
+        theirs = (record.dataset, record.backbone, record.variant, record.seed, record.params.get("train"),
+                  record.params.get("micn"))
+        if mine != theirs:
+            return (f"the results of another run ({record.backbone} {record.variant} seed {record.seed} on "
+                    f"{record.dataset}, or the same with other settings)")
+    if paths.checkpoint.is_file():
+        state = load_tensors(paths.checkpoint, "checkpoint").get("state")
+        if not isinstance(state, dict) or state.get("signature") != signature(run, fmap, None):
+            return "the checkpoint of another run (other settings, seed or samples)"
+    return None
 
 
 def make_dir(path: Path) -> None:

@@ -316,7 +316,7 @@ def file_hashes(out: Path) -> dict[str, str]:
 # --- the ingest tests: raw lines, and reading the warehouse ---------------------------------------
 
 REVIEW = {"reviewerID": "A1", "asin": "B1", "reviewerName": "x", "helpful": [0, 0], "reviewText": "ok",
-          "overall": 5.0, "summary": "s", "unixReviewTime": 1000, "reviewTime": "01 1, 1970"}
+          "overall": 5.0, "summary": "s", "unixReviewTime": 1163980800, "reviewTime": "11 20, 2006"}
 
 # A hand-built 2014 metadata fixture (no public real sample exists): Python dict literals as
 # `str(dict)` writes them, with apostrophes, unicode, \xe9-style escapes, nested related /

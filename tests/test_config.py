@@ -21,6 +21,7 @@ from micn.config import (
     dataset_name_problem,
     from_mapping,
     load_params,
+    read_params,
     load_section,
     seed_argument,
 )
@@ -193,3 +194,22 @@ def test_reading_params_imports_no_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("key", ["grid:\n  seeds", "micn:\n  post_layers", "train:\n  epochs"])
+def test_yaml_aliases_are_refused_before_they_can_expand(tmp_path, key):
+    """Nine nested levels of nine aliases would expand to 387 million items from a few hundred bytes."""
+    levels = "".join(f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    text = "x0: &a0 [1]\n" + levels + f"{key}: *a9\n"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    with pytest.raises(MicnError, match=r"an alias \(\*a0\); aliases and anchors are not allowed") as e:
+        read_params(path)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_a_long_bad_value_is_shown_cut_with_its_length(tmp_path):
+    params = repo_params()
+    params["grid"]["seeds"] = ["x" * 100_000]
+    with pytest.raises(MicnError, match=r"grid\.seeds\[0\]: expected an integer \(got 'x{79}… \(100,002 characters\)\)"):
+        load_params(write(tmp_path, params))

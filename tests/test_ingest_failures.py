@@ -66,7 +66,7 @@ def test_db_that_is_a_directory_is_refused(tmp_path, meta_2014):
 
 
 def test_failed_first_ingest_leaves_no_warehouse_file(tmp_path, meta_2014):
-    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=i, reviewText=f"text {i} " * 40) for i in range(5000)]
+    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=1_163_980_800 + i, reviewText=f"text {i} " * 40) for i in range(5000)]
     good = write_lines(tmp_path / "good.json", lines, gz=True)
     truncated = tmp_path / "truncated.json.gz"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -138,7 +138,7 @@ def test_full_disk_is_one_paragraph_and_keeps_the_existing_warehouse(tmp_path, m
     db = disk / "w.duckdb"
     ingest("d", [write_lines(tmp_path / "small.json", [review_line(reviewerID=f"A{i}") for i in range(100)])], [meta_2014], db)
     rng = random.Random(0)  # incompressible ids so that the warehouse cannot fit in 3 MB
-    big = [review_line(reviewerID="".join(rng.choices(string.ascii_letters, k=30)), asin=f"B{i % 997}", unixReviewTime=i)
+    big = [review_line(reviewerID="".join(rng.choices(string.ascii_letters, k=30)), asin=f"B{i % 997}", unixReviewTime=1_163_980_800 + i)
            for i in range(200_000)]
     with pytest.raises(MicnError, match="disk is full") as e:
         ingest("d", [write_lines(tmp_path / "big.json", big)], [meta_2014], db)

@@ -87,7 +87,7 @@ def test_2014_metadata_fixture(tmp_path, meta_2014):
 
 
 def test_gzip_detected_from_content_not_name(tmp_path, meta_2014):
-    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=1000 + i) for i in range(20)]
+    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=1_163_980_800 + i) for i in range(20)]
     plain = write_lines(tmp_path / "plain.json", lines)
     gz = write_lines(tmp_path / "compressed.json", lines, gz=True)  # gzip without a .gz name
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"

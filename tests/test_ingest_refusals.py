@@ -19,7 +19,7 @@ from tests.helpers import all_rejected_reviews, db_rows, review_line, warehouse_
 
 def test_reingest_with_every_line_rejected_is_refused_and_keeps_the_existing_rows(tmp_path, meta_2014):
     db = tmp_path / "w.duckdb"
-    good = write_lines(tmp_path / "good.json", [review_line(reviewerID=f"A{i}", unixReviewTime=1000 + i) for i in range(10)])
+    good = write_lines(tmp_path / "good.json", [review_line(reviewerID=f"A{i}", unixReviewTime=1_163_980_800 + i) for i in range(10)])
     ingest("d", [good], [meta_2014], db)
     before = warehouse_snapshot(db)
     with pytest.raises(MicnError, match="no review was accepted") as e:
@@ -32,7 +32,7 @@ def test_reingest_with_every_line_rejected_is_refused_and_keeps_the_existing_row
 
 def test_reingest_keeping_under_half_the_reviews_is_refused(tmp_path, meta_2014):
     db = tmp_path / "w.duckdb"
-    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=1000 + i) for i in range(10)]
+    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=1_163_980_800 + i) for i in range(10)]
     ingest("d", [write_lines(tmp_path / "all.json", lines)], [meta_2014], db)
     before = warehouse_snapshot(db)
     four = write_lines(tmp_path / "four.json", lines[:4])  # 4 of 10: under the 50 % floor

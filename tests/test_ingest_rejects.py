@@ -99,7 +99,7 @@ def test_whole_file_problems_are_clear_errors(tmp_path, meta_2014, content, mess
 
 
 def test_truncated_gzip_is_an_error_and_leaves_the_warehouse_intact(tmp_path, meta_2014):
-    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=i, reviewText="x" * 200) for i in range(5000)]
+    lines = [review_line(reviewerID=f"A{i}", unixReviewTime=1_163_980_800 + i, reviewText="x" * 200) for i in range(5000)]
     good = write_lines(tmp_path / "good.json", lines, gz=True)
     db = tmp_path / "w.duckdb"
     ingest("d", [good], [meta_2014], db)

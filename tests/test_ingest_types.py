@@ -49,11 +49,34 @@ def test_timestamp_that_is_not_a_non_negative_integer_is_a_reject(tmp_path, meta
     assert got.startswith(reason), got
 
 
+@pytest.mark.parametrize("value", [0, 1000, 32503680000, 2**63 - 1, 1796620800 + 10 * 86_400])
+def test_an_implausible_timestamp_is_a_reject_quoting_it(tmp_path, meta_2014, value):
+    """Before 1990 or after tomorrow (year 3000, 0, 2^63 - 1): never a target."""
+    got = ingest_one_bad_review(tmp_path, meta_2014, review_line(reviewerID="A9", unixReviewTime=value))
+    assert got.startswith(f"unixReviewTime {value} is outside the plausible review times 1990-01-01 .. "), got
+
+
+def test_the_plausible_window_ends_the_day_after_the_ingest():
+    from micn.data.formats import TS_MIN, ts_window
+
+    window = ts_window(now=1_764_979_200)  # 2025-12-06T00:00:00Z
+    assert window == {"ts_min": TS_MIN, "ts_max": 1_764_979_200 + 86_400, "ts_window": "1990-01-01 .. 2025-12-07"}
+
+
+@pytest.mark.parametrize(("field", "value"), [("reviewerID", r"A\u00009"), ("asin", r"B\u00071"),
+                                              ("reviewerID", r"A\u001b[31m")])  # JSON escapes: NUL, BEL, ESC
+def test_an_id_with_a_control_character_is_a_reject_quoting_it(tmp_path, meta_2014, field, value):
+    line = review_line(reviewerID="A9").replace('"A9"', f'"{value}"') if field == "reviewerID" else \
+        review_line(reviewerID="A9").replace('"B1"', f'"{value}"')
+    got = ingest_one_bad_review(tmp_path, meta_2014, line)
+    assert got.lower() == f'{field} "{value}" holds a control character'.lower(), got  # DuckDB writes \u001B
+
+
 def test_integer_valued_string_timestamp_is_accepted(tmp_path, meta_2014):
-    src = write_lines(tmp_path / "r.json", [review_line(unixReviewTime="1163980800"), review_line(reviewerID="A2", unixReviewTime=" 7 ")])
+    src = write_lines(tmp_path / "r.json", [review_line(unixReviewTime="1163980800"), review_line(reviewerID="A2", unixReviewTime=" 1163980807 ")])
     db = tmp_path / "w.duckdb"
     ingest("d", [src], [meta_2014], db)
-    assert db_rows(db, "select user_id, ts from reviews order by 1") == [("A1", 1163980800), ("A2", 7)]
+    assert db_rows(db, "select user_id, ts from reviews order by 1") == [("A1", 1163980800), ("A2", 1163980807)]
 
 
 @pytest.mark.parametrize(

@@ -197,3 +197,33 @@ def test_paper_mechanism_matches_a_reference_computation(tmp_path):
     assert "figures/mechanism.png" in report.markdown
     figure = tmp_path / "reports" / "figures" / "mechanism.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5000
+
+
+def test_a_database_the_report_did_not_make_is_never_replaced(report_metrics_dir, tmp_path):
+    """A user's own DuckDB database at --db is refused and left as it was; the report's own
+    database is rebuilt; a link is followed (its target rebuilt, the link kept)."""
+    from micn.errors import MicnError
+
+    metrics, _ = report_metrics_dir
+    mine = tmp_path / "mine.duckdb"
+    with duckdb.connect(str(mine)) as con:
+        con.execute("create table notes as select 'keep me' as text")
+    with pytest.raises(MicnError, match=r"mine\.duckdb: a DuckDB database that `micn report` did not make"):
+        build_metrics_db(metrics, mine)
+    with duckdb.connect(str(mine), read_only=True) as con:
+        assert con.sql("select text from notes").fetchall() == [("keep me",)]
+
+    ours = tmp_path / "metrics.duckdb"
+    first = build_metrics_db(metrics, ours)
+    assert build_metrics_db(metrics, ours) == first  # the report's own database: rebuilt
+    link = tmp_path / "link.duckdb"
+    link.symlink_to(ours)
+    build_metrics_db(metrics, link)
+    assert link.is_symlink() and link.resolve() == ours.resolve()
+    with duckdb.connect(str(ours), read_only=True) as con:
+        assert con.sql("select made_by from micn_report").fetchall() == [("micn report",)]
+    mine_link = tmp_path / "to-mine.duckdb"
+    mine_link.symlink_to(mine)
+    with pytest.raises(MicnError, match="did not make"):
+        build_metrics_db(metrics, mine_link)
+    assert mine_link.is_symlink()

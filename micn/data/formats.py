@@ -34,6 +34,19 @@ SNIFF_LINES = 50
 # default `maximum_object_size`: no real review or product record comes near it.
 MAX_LINE_BYTES = 16 * 2**20
 SHOWN_RAW_CHARS = 4096  # how much of an over-long line `rejects.raw_line` keeps
+# The plausible review times: from 1990-01-01 (before the first Amazon review) to the day after the
+# ingest. A review outside it (year 3000, 0, 2^63 - 1) is a reject with its reason, never a target.
+TS_MIN = 631_152_000  # 1990-01-01T00:00:00Z
+
+
+def ts_window(now: float | None = None) -> dict[str, int | str]:
+    """The SQL parameters of the plausible review-time window: seconds and the dates a reason shows."""
+    import datetime as dt
+    import time
+
+    ts_max = int(time.time() if now is None else now) + 86_400  # tomorrow, whatever the time zone
+    day = dt.datetime.fromtimestamp(ts_max, dt.timezone.utc).date().isoformat()
+    return {"ts_min": TS_MIN, "ts_max": ts_max, "ts_window": f"1990-01-01 .. {day}"}
 
 _EXPECTED = (
     "Amazon review data: JSON lines with reviewerID/asin (reviews, 2014 or 2018 release), "

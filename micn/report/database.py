@@ -35,6 +35,9 @@ from micn.report.labels import TITLES
 VIEWS = (*TITLES, "failed_runs")  # sql/metrics/marts/<view>.sql
 T_DF_MAX = 500  # t quantiles are tabulated for 1..T_DF_MAX degrees of freedom
 
+# The table that marks a database as one the report made (and may rebuild); a database holding the
+# report's runs, history and t_quantiles tables without it is taken as the report's as well.
+OWN_TABLE = "micn_report"
 
 def build_metrics_db(metrics_dir: str | Path, db_path: str | Path) -> dict[str, int]:
     """Build the metrics database from metrics_dir/runs/*/*.json and metrics_dir/history/*/*.json."""
@@ -47,6 +50,7 @@ def build_metrics_db(metrics_dir: str | Path, db_path: str | Path) -> dict[str, 
     check_records(metrics_dir / "runs", runs)
     for path in history:
         check_history(path)
+    db_path = db_path.resolve() if db_path.is_symlink() else db_path  # a link is followed: its target is rebuilt
     check_db_path(db_path)
     tmp = db_path.with_name(db_path.name + ".tmp")
     try:
@@ -106,7 +110,8 @@ def _is_int(value) -> bool:
 
 
 def check_db_path(db_path: Path) -> None:
-    """`db_path` is absent or a DuckDB file: the build replaces it, and it must not replace anything else."""
+    """`db_path` is absent or a metrics database the report made: the build replaces it, and it
+    must replace nothing else (a user's own DuckDB database, any other file)."""
     if db_path.is_dir():
         raise MicnError(f"{db_path}: is a directory; --db names the metrics database file to (re)build, "
                         "e.g. metrics/metrics.duckdb.")
@@ -119,6 +124,11 @@ def check_db_path(db_path: Path) -> None:
     if not is_duckdb:
         raise MicnError(f"{db_path}: not a DuckDB database, so the report will not replace it; pass another --db "
                         "path or move the file away.")
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        tables = {name for (name,) in con.sql("select table_name from information_schema.tables").fetchall()}
+    if OWN_TABLE not in tables and not {"runs", "history", "t_quantiles"} <= tables:
+        raise MicnError(f"{db_path}: a DuckDB database that `micn report` did not make (no table {OWN_TABLE}), so "
+                        "the report will not replace it; pass another --db path or move the file away.")
 
 
 def _fill(con: duckdb.DuckDBPyConnection, runs: list[str], history: list[str]) -> dict[str, int]:
@@ -137,6 +147,7 @@ def _fill(con: duckdb.DuckDBPyConnection, runs: list[str], history: list[str]) -
     run_script(con, "metrics/intermediate/paper_cells")
     for view in VIEWS:
         con.execute(f"create or replace view {view} as {load_sql(f'metrics/marts/{view}')}")
+    con.execute(f"create table {OWN_TABLE} as select 'micn report' as made_by")  # marks the file as the report's
     counts = dict(con.sql("select status, count(*) from runs group by status").fetchall())
     history_rows = con.sql("select count(*) from history").fetchall()[0][0]
     return {"ok": counts.get("ok", 0), "failed": counts.get("failed", 0), "history_rows": history_rows}

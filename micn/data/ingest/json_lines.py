@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from micn.data.formats import MAX_LINE_BYTES, is_gzip, line_bytes, open_binary
+from micn.data.formats import MAX_LINE_BYTES, is_gzip, line_bytes, open_binary, ts_window
 from micn.data.sql import create_table_as, execute, load_sql
 from micn.errors import MicnError
 
@@ -41,7 +41,7 @@ def read_json_model(con, table: str, model: str, path: Path, file_idx: int, *, e
     prefix = f"select {file_idx} as file_idx, {rec_no} as rec_no, * from"
     while True:
         params = {"path": str(path), "compression": "gzip" if is_gzip(path) else "none",
-                  "maximum_object_size": sizes.limits.get(file_idx, MAX_LINE_BYTES)}
+                  "maximum_object_size": sizes.limits.get(file_idx, MAX_LINE_BYTES), **ts_window()}
         try:
             if append:
                 execute(con, f"insert into {table} {prefix} ({load_sql(model)})", params)

@@ -49,6 +49,10 @@ final as (
                 then 'unparseable line'
             when user_id is null or not user_id_typed then json_id_problem('reviewerID', reviewerID)
             when item_id is null or not item_id_typed then json_id_problem('asin', asin)
+            when regexp_matches(user_id, '[[:cntrl:]]')
+                then 'reviewerID ' || json_shown(reviewerID) || ' holds a control character'
+            when regexp_matches(item_id, '[[:cntrl:]]')
+                then 'asin ' || json_shown(asin) || ' holds a control character'
             when unixReviewTime is null then 'unixReviewTime missing or null'
             when not ts_typed
                 then 'unixReviewTime is ' || json_kind(json_type(unixReviewTime)) || ' (' || json_shown(unixReviewTime)
@@ -57,6 +61,9 @@ final as (
                 then 'unixReviewTime ' || ts_text || ' is out of range (over 2^63 - 1 seconds)'
             when ts < 0
                 then 'unixReviewTime ' || ts_text || ' is negative; expected seconds since 1970-01-01 UTC'
+            when ts < $ts_min or ts > $ts_max
+                then 'unixReviewTime ' || ts_text || ' is outside the plausible review times ' || $ts_window
+                    || ' (' || $ts_min || ' .. ' || $ts_max || ' seconds since 1970-01-01 UTC)'
             when overall is null then 'overall missing or null'
             when rating is null
                 then 'overall is ' || json_kind(json_type(overall)) || ' (' || json_shown(overall)

@@ -1,0 +1,54 @@
+"""One `micn grid` per root: a second one on the same root is refused in one paragraph naming the
+holder's PID, and the first trains every run exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from micn.data.layout import samples_dir
+from micn.grid import LOCK_FILE
+from micn.record import read_record
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_second_grid_on_the_same_root_is_refused(tiny_samples, tmp_path):
+    root = tmp_path / "root"
+    target = samples_dir(root, "tiny", 10)
+    target.parent.mkdir(parents=True)
+    target.symlink_to(tiny_samples, target_is_directory=True)
+    params = {
+        "datasets": {"tiny": {"enabled": True, "max_len": 10}},
+        "experiments": {"table2": {"enabled": True, "backbones": ["din"], "variants": ["base"]}},
+        "grid": {"seeds": [1, 2], "max_workers": 1},
+        "train": {"epochs": 30, "batch_size": 64, "threads": 1, "patience": 1000},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    command = [str(Path(sys.executable).parent / "micn"), "grid", "--params", "params.yaml", "--root", "."]
+    first = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock, deadline = root / LOCK_FILE, time.monotonic() + 240
+    while first.poll() is None and time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.2)
+    assert first.poll() is None, f"the first grid ended before the second started: {first.communicate()}"
+    assert lock.read_text().strip() == str(first.pid)
+
+    second = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=240)
+    assert second.returncode == 2
+    assert f"another `micn grid` (PID {first.pid}) is training into this root" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    records = [read_record(p) for p in sorted((root / "metrics" / "runs").rglob("*.json"))]
+    assert sorted(r.run_id for r in records) == ["tiny/din-base-len10-seed1", "tiny/din-base-len10-seed2"]
+    assert all(r.attempts == 1 and r.epochs == 30 for r in records)
+    assert out.count("din-base-len10-seed1") == 1  # the first grid's table: each run once
+
+    again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=240)  # the lock is free again
+    assert again.returncode == 0 and again.stdout.count("reused") == 2, again.stderr
