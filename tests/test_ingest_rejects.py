@@ -148,3 +148,29 @@ def test_line_over_the_size_limit_in_2014_metadata_is_a_reject(tmp_path):
     report = ingest("d", [write_lines(tmp_path / "r.json", [review_line()])], [meta], db)
     assert report.files[1].rejected == 1
     assert only_reject(db)[1].startswith("line of") and "16 MiB" in only_reject(db)[1]
+
+
+def test_a_lone_surrogate_or_a_control_character_is_a_reject_never_an_internal_error(tmp_path):
+    """A `\\ud800` escape decodes to no Unicode character: in a review (JSON) or a 2014 metadata line
+    (a Python literal) it is a reject with its reason, and so is a NUL or ESC in a metadata id or
+    category; the other lines load."""
+    reviews = write_lines(tmp_path / "reviews_X_5.json", [
+        review_line(reviewerID="A1"), review_line(reviewerID="A2", asin="B2"),
+        '{"reviewerID": "A\\ud800", "asin": "B1", "overall": 5.0, "unixReviewTime": 1163980800}'])
+    meta = write_lines(tmp_path / "meta_X.json", [
+        "{'asin': 'B1', 'categories': [['Electronics']]}",
+        "{'asin': 'B2', 'categories': [['Elec\\ud800tronics']]}",
+        "{'asin': 'B3', 'title': 'T\\udfff', 'categories': [['Electronics']]}",
+        "{'asin': 'B4\\x00', 'categories': [['Electronics']]}",
+        "{'asin': 'B5', 'categories': [['Elec\\x1btronics']]}"])
+    db = tmp_path / "w.duckdb"
+    ingest("x", [reviews], [meta], db)
+    reasons = dict(db_rows(db, "select line_no, reason from rejects where source_file like '%meta_X%'"))
+    assert reasons == {2: "categories 'Elec\\ud800tronics' holds a lone surrogate, which is not a Unicode character",
+                       3: "title 'T\\udfff' holds a lone surrogate, which is not a Unicode character",
+                       4: "asin 'B4\\x00' holds a control character",
+                       5: "categories 'Elec\\x1btronics' holds a control character"}
+    review_rejects = db_rows(db, "select line_no, reason from rejects where source_file like '%reviews_X%'")
+    assert review_rejects == [(3, "reviewerID 'A\\ud800' holds a lone surrogate (a \\ud800-\\udfff escape), which is "
+                                  "not a Unicode character")]
+    assert sorted(db_rows(db, "select user_id from reviews")) == [("A1",), ("A2",)]

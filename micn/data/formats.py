@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import gzip
 import json
+import unicodedata
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -154,7 +155,26 @@ def meta_2014_row(raw: bytes) -> tuple[str, str | None, str | None, str | None, 
     record = parse_literal(raw)
     item_id = _item_id(record.get("asin"))
     category = _first_path_leaf(record.get("categories"))
-    return item_id, category, _text(record.get("title")), _text(record.get("brand")), _price(record.get("price"))
+    title, brand = _text(record.get("title")), _text(record.get("brand"))
+    for name, value, ids in (("asin", item_id, True), ("categories", category, True), ("title", title, False),
+                             ("brand", brand, False)):
+        problem = _text_problem(value, ids)
+        if problem:
+            raise LineRejected(f"{name} {_shown(value)} {problem}")
+    return item_id, category, title, brand, _price(record.get("price"))
+
+
+def _text_problem(value: str | None, is_id: bool) -> str | None:
+    """Why a string of a metadata line cannot be stored (None when it can): a lone surrogate (a
+    Python escape such as \\ud800 that is no Unicode character), or a control character in an id
+    or a category (NUL, ESC, ...: invisible, and two ids that look the same would differ)."""
+    if value is None:
+        return None
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        return "holds a lone surrogate, which is not a Unicode character"
+    if is_id and any(unicodedata.category(c) == "Cc" for c in value):
+        return "holds a control character"
+    return None
 
 
 def line_bytes(raw: bytes) -> int:
@@ -278,4 +298,8 @@ def explain_unparseable(raw: bytes) -> str:
         return "a JSON array, expected one JSON object per line"
     if not isinstance(value, dict):
         return f"a JSON {type(value).__name__}, expected one JSON object per line"
+    for key, field in value.items():  # a \\ud800 escape decodes to a lone surrogate, which DuckDB refuses
+        for name, text in ((key, key), (key, field)):
+            if isinstance(text, str) and _text_problem(text, is_id=False):
+                return f"{name} {_shown(text)} holds a lone surrogate (a \\ud800-\\udfff escape), which is not a Unicode character"
     return "a JSON object without any of the expected fields (reviewerID, asin, overall, unixReviewTime)"
