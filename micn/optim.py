@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from micn.config import TrainConfig
+from micn.nn.embedding import sum_rows
 
 
 class Optimizers:
@@ -56,8 +57,8 @@ class LazyAdam(torch.optim.Optimizer):
     """Adam on the rows a step's sparse gradient looks up; every other row, with its moments, is left as is.
 
     The update of `torch.optim.SparseAdam` (one step count per table, its bias correction), done with
-    a handful of row gathers and scatters instead of sparse-tensor arithmetic: `torch.unique` sums
-    the gradient rows of each looked-up id, then the moments and weights of those rows are read,
+    a handful of row gathers and scatters instead of sparse-tensor arithmetic: `sum_rows` sums the
+    gradient rows of each looked-up id, then the moments and weights of those rows are read,
     updated and written back. Several times cheaper per step than SparseAdam on CPU; the same
     numbers up to float rounding (tests/test_optim.py)."""
 
@@ -78,8 +79,7 @@ class LazyAdam(torch.optim.Optimizer):
                     state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
                 state["step"] += 1
                 grad = p.grad  # (N, D) values at N looked-up ids, repeats not summed
-                rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)  # (U,), (N,)
-                g = grad._values().new_zeros(len(rows), p.shape[1]).index_add_(0, inverse, grad._values())  # (U, D)
+                rows, g = sum_rows(grad._indices()[0], grad._values())  # (U,), (U, D)
                 m = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
                 v = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
                 state["exp_avg"].index_copy_(0, rows, m)

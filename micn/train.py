@@ -10,8 +10,9 @@ default world the backbones peak after 1–1.2 passes over the data and memorise
 from the second on (docs/findings/2026-12-01-training-regime). The loss is assembled here, not in
 the models: BCE on the logits plus each named auxiliary loss times its weight. A MICN run may
 start with a warm-up of L_micn alone (`train.micn_warmup_epochs`), whose evaluations are recorded
-but never selected. Each evaluation also records the evidence that the auxiliary tasks learn
-(`micn.evidence`).
+but never selected. Each evaluation also records DIEN's auxiliary loss and MICN's gradient
+ratio; the catalogue-wide evidence that MICN learns (`micn.evidence`) is taken at each epoch's
+last evaluation and on the selected weights (`Loop.evidence`).
 
 Training reads only its samples directory: the splits, `feature_map.json` and, for the oracle
 AUC, what the samples stage writes beside them (`micn.evaluate.oracle_auc`). It never opens the

@@ -92,7 +92,7 @@ from micn.nn.capsule import (
     scale_grad,
 )
 from micn.names import FIRST_REAL_ID, PADDING_ID
-from micn.nn.embedding import ItemEmbedding, init_embedding_
+from micn.nn.embedding import ItemEmbedding, init_embedding_, sum_rows
 
 GRAD_PATHS = ("main", "micn")  # the two gradients reaching e_aux: backbone's losses, L_micn
 
@@ -263,7 +263,8 @@ class MICNAux(nn.Module):
                 if lookups:
                     ids = torch.cat([lookup[half] for lookup in lookups])  # (N,)
                     grads = torch.cat([lookup[2 + half] for lookup in lookups])  # (N, D_half)
-                    sq += float((_row_sums(ids, grads)[1:] ** 2).sum())  # row 0: padding
+                    rows, sums = sum_rows(ids, grads)  # what the table's gradient holds, per touched row
+                    sq += float((sums[rows != PADDING_ID] ** 2).sum())
             norms.append(sq**0.5)
         return norms[0], norms[1]
 
@@ -297,14 +298,3 @@ class MICNAux(nn.Module):
         vectors = self.user_vectors(routing, batch.user[rows])  # (N, K, D); the capsules in the capsule-only form
         user, _ = label_aware_attention(vectors, routing.active, target, self.cfg.pow_p)  # (N, D)
         return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()
-
-
-def _row_sums(ids: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Σ of the `grads` (N, D) rows that share an id, one row per distinct id in ascending order
-    (padding, id 0, first when present), as the rows of a table's gradient that are not zero."""
-    unique, inverse = torch.unique(ids, return_inverse=True)
-    rows = grads.new_zeros(len(unique), grads.shape[1])
-    if len(unique) and int(unique[0]) != 0:  # keep row 0 for padding, so that callers can drop it
-        rows = torch.cat([grads.new_zeros(1, grads.shape[1]), rows])
-        inverse = inverse + 1
-    return rows.index_add_(0, inverse, grads)

@@ -47,3 +47,11 @@ class ItemEmbedding(nn.Module):
     def forward(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
         assert items.shape == categories.shape, f"items {tuple(items.shape)} vs categories {tuple(categories.shape)}"
         return torch.cat([self.item(items), self.category(categories)], dim=-1)  # (..., D)
+
+
+def sum_rows(ids: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of a table's gradient that lookups by `ids` (N,) with gradients `values` (N, D) touch:
+    the distinct ids in ascending order (U,) and each one's summed gradient (U, D), as the
+    embedding backward adds the gradients of a repeated id."""
+    rows, inverse = torch.unique(ids, return_inverse=True)  # (U,), (N,)
+    return rows, values.new_zeros(len(rows), values.shape[1]).index_add_(0, inverse, values)
