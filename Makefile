@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (README "Quickstart"):
 #   make repro   set up .venv if needed, then run the whole pipeline with `dvc repro`
 #   make test    set up .venv if needed, then run the test suite
-# Beyond the default: `make mechanism` (the κ sweep), `make electronics` (Table 2 at the paper's scale).
+# Beyond the default: `make mechanism` (the κ sweep), `make electronics` and `make books` (Table 2 at the paper's scale).
 # Both are idempotent: the environment is rebuilt only when pyproject.toml or constraints.txt change.
 # The stages of `make repro` share one local Prefect server in $(PREFECT_HOME) (flows/_prefect.py),
 # which stops after MICN_PREFECT_IDLE_S (600) idle seconds; `make prefect-stop` stops it now.
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: env repro test test-fast bench clean-env prefect-stop mechanism electronics
+.PHONY: env repro test test-fast bench clean-env prefect-stop mechanism electronics books
 
 env: $(STAMP)
 
@@ -32,9 +32,14 @@ test: env
 mechanism: env
 	dvc exp run dvc.yaml -S experiments.mechanism.enabled=true
 
-# Table 2 and the DIN κ sweep on the Electronics-shaped world, in studies/electronics/ (75 runs, ~3 h on 2 cores).
+# Table 2 (DIN and Wide&Deep at 10 seeds) and the κ sweep of all three backbones (DIN also with the
+# `history` supervision) on the Electronics-shaped world, in studies/electronics/ (180 runs).
 electronics: env
 	dvc repro studies/electronics/dvc.yaml
+
+# Table 2 on the Books-shaped world, in studies/books/ (45 runs at the paper's Books scale).
+books: env
+	dvc repro studies/books/dvc.yaml
 
 test-fast: env
 	pytest -m "not integration and not e2e"

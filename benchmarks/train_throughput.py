@@ -2,7 +2,7 @@
 
 Our step is the trainer's own (`micn.train.train_step`: forward, BCE + weighted auxiliary losses,
 backward, the trainer's optimizer of `--optimizers`, MICN's gradient ratio), on the model
-`micn train` builds (`micn.run.build_model`, `--variants` base / control / micn), at fixed shapes:
+`micn train` builds (`micn.run.build_model`, `--variants` base / control / micn, and micn_history: micn with `supervision: history`), at fixed shapes:
 batch 1024 and 256, max_len 20 and 100, item embedding 18 + 18, on synthetic random ids
 (`--n-items` 100k, `--n-categories` 1k, `--n-users` 10k by default; history lengths uniform in
 1..max_len). Give the table sizes of a dataset to see how a step's cost grows with the catalogue
@@ -101,9 +101,11 @@ def sizes_only(n_users: int, n_items: int, n_categories: int, max_len: int) -> F
 
 def ours_step_fn(name: str, variant: str, optimizer: str, batches: list[Batch], device: str,
                  fmap: FeatureMap) -> Callable[[int], None]:
-    """The trainer's own step (`micn.train.train_step`) on the trainer's own model and optimizer."""
+    """The trainer's own step (`micn.train.train_step`) on the trainer's own model and optimizer.
+    Variant `micn_history` is `micn` with `supervision: history`."""
     cfg = TrainConfig(optimizer=optimizer, device=device)
-    micn_cfg = MICNConfig()
+    micn_cfg = MICNConfig(supervision="history" if variant == "micn_history" else "target")
+    variant = "micn" if variant == "micn_history" else variant
     item_categories = torch.arange(fmap.n_items) % (fmap.n_categories - 2) + 2 if variant == "micn" else None
     generator = torch.Generator(device=device).manual_seed(0) if variant == "micn" else None
     torch.manual_seed(0)
@@ -191,7 +193,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 256])
     parser.add_argument("--max-lens", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--models", nargs="+", default=["wide_deep", "din", "dien"])
-    parser.add_argument("--variants", nargs="+", default=["base"], choices=["base", "control", "micn"])
+    parser.add_argument("--variants", nargs="+", default=["base"], choices=["base", "control", "micn", "micn_history"])
     parser.add_argument("--optimizers", nargs="+", default=["adam", "lazy_adam"], choices=["adam", "lazy_adam"],
                         help="the trainer's train.optimizer values to time")
     parser.add_argument("--n-items", type=int, default=N_ITEMS)

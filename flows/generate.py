@@ -23,8 +23,9 @@ from micn.names import FORMATS, PROFILE_NAMES
 from micn.data.layout import KAPPA_SUBDIR
 from micn.data.synthetic import check_kappa, check_name, generate_world
 from micn.data.synthetic.profiles import PROFILES
-from micn.data.synthetic.summary import WorldSummary
+from micn.data.synthetic.summary import GROUND_TRUTH_DIR, WORLD_JSON, WorldSummary
 from micn.errors import MicnError
+from micn.outputs import MICN_GZIP_HEADER, Check, anything, claim, json_object_with, parquet_with, starts_with
 
 DESCRIPTION = (
     "Write a seeded synthetic Amazon world with planted multi-interest users: reviews_<Name>_5.json.gz + "
@@ -34,6 +35,7 @@ DESCRIPTION = (
 )
 _DEFAULTS = GenerateConfig()  # flag mode's defaults are the section's (except the profile, which is required)
 _WORLD_FLAGS = ("profile", "seed", "format", "name", "kappa")  # what --params takes from the file instead
+_TRUTH_KEYS = {"users": "user_id", "items": "item_id", "categories": "category"}  # ground_truth/<table>.parquet
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str = "generate") -> None:
@@ -123,11 +125,36 @@ def kappa_worlds(args: argparse.Namespace) -> list[tuple[str, float]]:
     return load_experiment(args.params).kappa_worlds()
 
 
+def world_files(config: GenerateConfig, out: Path) -> dict[Path, Check]:
+    """The paths `generate_world` writes for `config` in `out` (the raw files' names are the release
+    writers', micn/data/synthetic/releases.py), each with how a world's own file is recognised: the
+    raw files by the header of micn's gzip writer, the ground truth by its columns and keys."""
+    name = config.name or PROFILES[config.profile].name.title()
+    reviews = f"reviews_{name}_5.json.gz" if config.format == "2014" else f"{name}_5.json.gz"
+    raw = starts_with(MICN_GZIP_HEADER, "a gzip file as micn writes it (no file name, time 0)")
+    truth = out / GROUND_TRUTH_DIR
+    return {out / reviews: raw, out / f"meta_{name}.json.gz": raw,
+            **{truth / f"{table}.parquet": parquet_with(key) for table, key in _TRUTH_KEYS.items()},
+            truth / WORLD_JSON: json_object_with("profile_params", "fmt", "files")}
+
+
+def check_world_files(config: GenerateConfig, out: Path) -> None:
+    """Every path the world writes is absent or a world's own (files are written in place, so a link
+    is followed and its target checked); else a MicnError naming it, before any work."""
+    fix = "choose another --out (a new folder, or one `micn generate` wrote)"
+    claim(out / GROUND_TRUTH_DIR, anything, what="a synthetic world's ground truth folder", command="generate",
+          follow_links=True, folder=True, fix=fix)
+    for path, check in world_files(config, out).items():
+        claim(path, check, what="a synthetic world's file", command="generate", follow_links=True, fix=fix)
+
+
 def run(args: argparse.Namespace) -> None:
     """Build the config, run the flow (once per world), print what was written."""
     config = config_from_args(args)
     worlds = [(Path(args.out), config)] + [(Path(args.out) / KAPPA_SUBDIR / dataset, replace(config, kappa=kappa))
                                            for dataset, kappa in kappa_worlds(args)]
+    for out, world in worlds:
+        check_world_files(world, out)
     for out, world in worlds:
         s = generate_flow(world, str(out))
         print(f"wrote {s.n_reviews:,} reviews of {s.n_users:,} users on {s.n_items:,} items (kappa {s.kappa:g}) "

@@ -1,6 +1,6 @@
 """`micn grid`: the training grid as one Prefect flow. Every run of the enabled experiments is a
-task, fanned out through the flow's task runner (threads by default; Dask or Ray when a cluster
-address is set).
+task, fanned out through the flow's task runner (threads by default; Dask when a cluster address
+is set).
 
     micn grid --params params.yaml --root .
 
@@ -8,7 +8,8 @@ A run that raises is retried `grid.retries` times; if it still fails, its failur
 traceback) is written to metrics/runs/<run_id>.json with status "failed", the other runs go on,
 and the report marks it. Finished runs with an unchanged signature are reused (micn/grid.py).
 Before any work, the cluster and the Prefect API are asked, each within `grid.connect_timeout_s`,
-so a wrong address is one paragraph after the timeout, never a hang.
+so a wrong address is one paragraph after the timeout, never a hang; and every path a planned run
+writes is checked to be absent or the grid's own (micn/grid.py `check_outputs`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from micn.config import GridConfig
 from micn.data.layout import samples_dir
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, load_experiment, plan_runs
-from micn.grid import (GridRun, Pruned, failure_record, holding_root, prune, run_one, samples_hash, signature,
-                       wait_for_api, wait_for_dask, wait_for_ray, write_failure)
+from micn.grid import (GridRun, Pruned, check_outputs, failure_record, holding_root, prune, run_one, samples_hash,
+                       signature, wait_for_api, wait_for_dask, write_failure)
 
 DESCRIPTION = (
     "Train the grid of params.yaml's enabled experiments (Table 2: backbones as base, width-matched control and MICN; "
     "Table 3: φ; Table 4: max_len) "
-    "over grid.seeds, fanned out through the flow's task runner: threads, or Dask/Ray when grid.address or "
+    "over grid.seeds, fanned out through the flow's task runner: threads, or Dask when grid.address or "
     "$MICN_GRID_ADDRESS names a cluster (asked within grid.connect_timeout_s). Writes metrics/runs/<dataset>/<run>.json, "
     "metrics/history/<dataset>/<run>.json and models/<dataset>/<run>/. Unchanged finished runs are reused; a run that "
     "fails after its retries is recorded with its error and the others go on. Files of runs the plan leaves out "
@@ -87,22 +88,15 @@ def train_run(spec: RunSpec, exp: Experiment, root: str, samples_digest: str) ->
 
 
 def task_runner(grid: GridConfig):
-    """The flow's task runner from `grid` (and $MICN_GRID_ADDRESS): threads, Dask or Ray. A cluster
-    is asked first, within grid.connect_timeout_s."""
+    """The flow's task runner from `grid` (and $MICN_GRID_ADDRESS): threads, or Dask. A cluster is
+    asked first, within grid.connect_timeout_s."""
     runner, address = grid.resolved()
     if runner == "thread":
         return ThreadPoolTaskRunner(max_workers=grid.max_workers)
-    if runner == "dask":
-        from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner
 
-        wait_for_dask(address, grid.connect_timeout_s)
-        return DaskTaskRunner(address=address)
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError:
-        raise MicnError("grid.runner ray needs prefect-ray: pip install -e '.[ray]'.") from None
-    wait_for_ray(address, grid.connect_timeout_s)
-    return RayTaskRunner(address=address)
+    wait_for_dask(address, grid.connect_timeout_s)
+    return DaskTaskRunner(address=address)
 
 
 def check_samples(exp: Experiment, root: str | Path) -> None:
@@ -117,7 +111,7 @@ def check_samples(exp: Experiment, root: str | Path) -> None:
 def grid_flow(params: str = "params.yaml", root: str = ".") -> GridResult:
     """Train every run of the enabled experiments."""
     logger = get_run_logger()
-    root = str(Path(root).resolve())  # workers in other processes (Dask, Ray) get an absolute path
+    root = str(Path(root).resolve())  # workers in other processes (Dask) get an absolute path
     exp = load_experiment(params)
     check_samples(exp, root)
     planned = plan_runs(exp)
@@ -158,7 +152,7 @@ def _row(run: GridRun) -> dict:
 def run_grid(params: str | Path = "params.yaml", root: str | Path = ".") -> GridResult:
     """Run `grid_flow` on the task runner `params.yaml` (and $MICN_GRID_ADDRESS) asks for.
 
-    Tasks on Dask or Ray workers talk to the Prefect API from other processes. With no
+    Tasks on Dask workers talk to the Prefect API from other processes. With no
     PREFECT_API_URL configured, Prefect's temporary server would live only inside this process,
     so one is started here on loopback for the flow's duration (enough for a cluster on this
     host; a remote cluster needs a real `prefect server start` that its workers can reach)."""
@@ -167,6 +161,7 @@ def run_grid(params: str | Path = "params.yaml", root: str | Path = ".") -> Grid
     params, root = str(params), str(root)
     exp = load_experiment(params)
     check_samples(exp, root)
+    check_outputs(root, plan_runs(exp))  # before any work: the grid replaces only its own files
     api = PREFECT_API_URL.value()
     if api:  # a configured server that accepts and never answers would hang the flow's first call
         wait_for_api(api, exp.grid.connect_timeout_s)

@@ -17,8 +17,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from micn.outputs import anything, claim, first_line, json_rows_with
 from micn.report import Report, write_report
 from micn.report.database import build_metrics_db
+from micn.report.figures import FIGURES
 from micn.report.labels import TITLES
 
 DESCRIPTION = (
@@ -85,8 +87,27 @@ def report_flow(metrics_dir: str = "metrics", db: str = "metrics/metrics.duckdb"
             "failed": [r["run_id"] for r in report.failed]}
 
 
+REPORT_TITLE = "# MICN experiment report"  # the first line of every report.md (micn/report/markdown.py)
+
+
+def check_report_files(out: Path) -> None:
+    """Before any work: report.md and auc.json in `out` are absent or the report's own (written in
+    place, so a link is followed and its target checked), and no figure the report draws is a link
+    (it is deleted and drawn again); else a MicnError naming the path. The database is checked by
+    its builder."""
+    fix = "pass another --out"
+    claim(out / "report.md", first_line(REPORT_TITLE), what="the report", command="report", follow_links=True, fix=fix)
+    claim(out / "auc.json", json_rows_with("cell", "auc_mean"), what="the report's bar-plot data", command="report",
+          follow_links=True, fix=fix)
+    figures = claim(out / "figures", anything, what="the report's figures folder", command="report", folder=True,
+                    follow_links=True, fix=fix)
+    for name in FIGURES:
+        claim(figures / name, anything, what=f"the report's figure {name}", command="report", fix=fix)
+
+
 def run_report(job: ReportJob) -> ReportResult:
     """The report flow for `job`, its result typed."""
+    check_report_files(job.out)
     r = report_flow(str(job.metrics_dir), str(job.db), str(job.out))
     return ReportResult(ok=r["ok"], failed=r["failed"], history_rows=r["history_rows"], report=r["report"],
                         figures=r["figures"])

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from micn.config import seed_argument
 from micn.data.layout import samples_subdir
 from micn.data.samples.build import build_job
+from micn.data.samples.files import check_out_folder
 from micn.data.samples.job import SamplesJob, SamplesReport
 from micn.data.samples.warehouse import check_warehouse
 from micn.errors import MicnError
@@ -123,6 +124,8 @@ def samples_flow(plan: SamplesPlan) -> list[SamplesReport]:
 def run(args: argparse.Namespace) -> None:
     plan = plan_from_args(args)
     check_warehouse(plan.db)  # a missing or non-DuckDB file is one error before any flow run
+    for one in plan.builds:  # a file the samples did not write, in any folder, stops them all before the first
+        check_out_folder(one.out)
     for r in samples_flow(plan):
         print(f"{'subject':<8} {'outcome':<18} {'reason':<52} {'n':>10}")
         for subject, outcome, reason, n in r.summary_rows():

@@ -11,6 +11,7 @@ run's `RunRecord` (micn/record.py), which is also written to OUT/metrics.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from prefect.cache_policies import NO_CACHE
 
 from micn.config import MICNConfig, TrainConfig, load_section, seed_argument
 from micn.record import RunRecord
-from micn.names import VARIANTS
+from micn.names import SUPERVISIONS, VARIANTS
 from micn.errors import MicnError
+from micn.outputs import TORCH_HEADER, anything, claim, json_rows_with, starts_with
 from micn.run import RunConfig, RunPaths, load_splits, other_run
 from micn.train import train
 
@@ -51,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str = "train") -> No
                         "post_layers, retrieval_k) are the parameter file's `micn` section; control: the backbone "
                         "with the same joined width as micn, its extra half (micn.d_aux wide) trained by the main "
                         "loss only, scaled by micn.phi (no capsule network, no L_micn). Replaces --micn/--no-micn.")
+    parser.add_argument("--supervision", choices=list(SUPERVISIONS), default=None,
+                        help="what L_micn predicts in a micn run (default: the parameter file's micn.supervision): "
+                        "target, the paper's (the history -> the clicked target of each positive row); history "
+                        "(a prefix of each row's history -> the behaviour after it, MIND's feed)")
     parser.add_argument("--seed", type=seed_argument, required=True, metavar="N", help="seed of initialisation and batch order")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run directory: metrics.json, history.json, model.pt, checkpoint.pt")
@@ -64,6 +70,8 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
     """The typed job; bad parameter values are rejected here, before any work."""
     cfg = load_section(args.params, "train", TrainConfig)
     micn = load_section(args.params, "micn", MICNConfig)
+    if args.supervision is not None:
+        micn = dataclasses.replace(micn, supervision=args.supervision)
     run = RunConfig(backbone=args.backbone, variant=args.variant, seed=args.seed, train=cfg, micn=micn,
                     dataset=args.dataset)
     return TrainJob(run, RunPaths(samples_dir=Path(args.samples), out_dir=Path(args.out)), bool(args.replace))
@@ -86,9 +94,22 @@ def train_flow(job: TrainJob) -> RunRecord:
     return record
 
 
+def check_run_files(job: TrainJob) -> None:
+    """The run's files in --out are absent or a run's own (`other_run` tells this run's record and
+    checkpoint from another's), else a MicnError naming the file; --replace accepts any file. Every
+    file is written by renaming a finished one over it, so a link there is refused either way."""
+    paths, fix = job.paths, "choose another --out, or pass --replace to overwrite it"
+    history = anything if job.replace else json_rows_with("epoch")
+    model = anything if job.replace else starts_with(TORCH_HEADER, "a torch file")
+    for path, check in ((paths.record_path, anything), (paths.checkpoint, anything), (paths.history_path, history),
+                        (paths.model, model)):
+        claim(path, check, what=f"a run's {path.name}", command="train", fix=fix)
+
+
 def run(args: argparse.Namespace) -> None:
     job = job_from_args(args)
     fmap, _ = load_splits(job.paths.samples_dir, job.run.dataset)  # fail fast on a missing or mismatched samples
+    check_run_files(job)
     other = None if job.replace else other_run(job.paths, job.run, fmap)
     if other is not None:
         raise MicnError(f"{job.paths.out_dir}: holds {other}; choose another --out, or pass --replace to overwrite "

@@ -28,13 +28,13 @@ from pydantic import ConfigDict, Field, Strict, ValidationError
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from micn.errors import MicnError
-from micn.names import ABLATIONS, BACKBONE_NAMES, FORMATS, PROFILE_NAMES, PROTOCOLS, VARIANTS
+from micn.names import ABLATIONS, BACKBONE_NAMES, FORMATS, PROFILE_NAMES, PROTOCOLS, SUPERVISIONS, VARIANTS
 
 T = TypeVar("T")
 
 SECTIONS = ("generate", "datasets", "samples", "experiments", "grid", "train", "micn")
 SEED_MAX = 2**63 - 1  # seeds feed numpy/torch/DuckDB generators, which take signed 64-bit integers
-RUNNERS = ("auto", "thread", "dask", "ray")
+RUNNERS = ("auto", "thread", "dask")  # how the grid runs: local threads, or a Dask cluster
 SAMPLERS = ("log_uniform", "uniform")
 ADDRESS_ENV = "MICN_GRID_ADDRESS"  # overrides grid.address (e.g. in a deployment's environment)
 
@@ -114,10 +114,19 @@ class ExperimentSpec:
     kappas: tuple[Unit, ...] = ()
     ablations: tuple[Literal[ABLATIONS], ...] = ()  # information ablations of base runs, at each κ
     ablation_backbones: tuple[Literal[BACKBONE_NAMES], ...] = ("din",)  # whose base runs are ablated
+    supervisions: tuple[Literal[SUPERVISIONS], ...] = ()  # what L_micn predicts in the micn runs; empty = micn.supervision
+    # whose micn runs train every supervision (the others: the first one only); empty = every backbone
+    supervision_backbones: tuple[Literal[BACKBONE_NAMES], ...] = ()
+    # Seeds of some backbones' runs instead of grid.seeds (more seeds where a paired interval is too wide)
+    backbone_seeds: dict[Literal[BACKBONE_NAMES], Annotated[tuple[Seed, ...], Field(min_length=1)]] = (
+        dataclasses.field(default_factory=dict))
 
     def __post_init__(self) -> None:
-        for key in ("phis", "control_phis", "max_lens", "kappas", "ablations", "ablation_backbones"):
-            values = getattr(self, key) or ()
+        lists = {key: getattr(self, key) for key in ("phis", "control_phis", "max_lens", "kappas", "ablations",
+                                                         "ablation_backbones", "supervisions", "supervision_backbones")}
+        lists.update({f"backbone_seeds.{b}": seeds for b, seeds in self.backbone_seeds.items()})
+        for key, values in lists.items():
+            values = values or ()
             if len(set(values)) != len(values):
                 raise ValueError(f"{key}: repeated values in {list(values)}")
         if any(a <= b for a, b in zip(self.kappas, self.kappas[1:])):
@@ -134,9 +143,9 @@ class GridConfig:
     seeds: Annotated[tuple[Seed, ...], Field(min_length=1)] = (1, 2, 3, 4, 5)
     retries: NonNegative = 1  # Prefect task retries of a failed run before it is recorded as failed
     retry_delay_s: Annotated[float, Strict(), Field(ge=0.0)] = 2.0
-    runner: Literal[RUNNERS] = "auto"  # auto: dask/ray when an address is set (by scheme), else threads
+    runner: Literal[RUNNERS] = "auto"  # auto: dask when an address is set, else threads
     max_workers: Positive = 2  # runs in parallel with the thread runner
-    address: Str | None = None  # tcp://host:8786 (Dask) or ray://host:10001 (Ray); env MICN_GRID_ADDRESS wins
+    address: Str | None = None  # a Dask scheduler, tcp://host:8786; env MICN_GRID_ADDRESS wins
     connect_timeout_s: Annotated[float, Strict(), Field(gt=0.0)] = 10.0  # how long to wait for the cluster
 
     def __post_init__(self) -> None:
@@ -146,10 +155,13 @@ class GridConfig:
     def resolved(self) -> tuple[str, str | None]:
         """(runner, address) after the environment override and `auto`."""
         address = os.environ.get(ADDRESS_ENV) or self.address
+        if address and address.startswith("ray://"):
+            raise MicnError(f"cluster address {address} (grid.address or ${ADDRESS_ENV}) names a Ray cluster; the grid "
+                            "runs on local threads or a Dask scheduler: give tcp://host:8786, or unset both.")
         runner = self.runner
         if runner == "auto":
-            runner = "thread" if not address else ("ray" if address.startswith("ray://") else "dask")
-        if runner in ("dask", "ray") and not address:
+            runner = "thread" if not address else "dask"
+        if runner == "dask" and not address:
             raise MicnError(f"grid.runner is {runner} but no cluster address is set (grid.address or ${ADDRESS_ENV}).")
         return runner, address
 
@@ -181,6 +193,8 @@ class MICNConfig:
     user_profile: Bool = False  # join the user profile (a MICN-owned user-id embedding) to the capsules
     post_layers: tuple[Positive, ...] = (64,)  # hidden widths of MIND's ReLU layers on each capsule (+ Linear to d_aux)
     retrieval_k: Positive = 50  # K of the Recall@K evidence (MIND's evaluation: Recall@50)
+    # What L_micn predicts (micn/models/micn_aux.py): target (the paper) | history (prefix -> next behaviour)
+    supervision: Literal[SUPERVISIONS] = "target"
 
     def __post_init__(self) -> None:
         if math.isnan(self.pow_p):

@@ -48,17 +48,22 @@ class RunSpec:
     seed: int
     experiments: tuple[str, ...] = field(default=(), compare=False)
     ablation: str | None = None  # an information ablation of the inputs (base runs of the mechanism experiment)
+    supervision: str | None = None  # what L_micn predicts (micn runs: micn.names.SUPERVISIONS), None otherwise
 
     @property
     def key(self) -> tuple:
-        return (self.dataset, self.max_len, self.backbone, self.variant, self.phi, self.seed, self.ablation or "")
+        return (self.dataset, self.max_len, self.backbone, self.variant, self.phi, self.seed, self.ablation or "",
+                self.supervision or "")
 
     @property
     def run_id(self) -> str:
-        """`<dataset>/<backbone>-<variant>[-<ablation>][-phi<φ>]-len<L>-seed<s>`: file names and the `runs` table's key."""
+        """`<dataset>/<backbone>-<variant>[-<ablation>][-history][-phi<φ>]-len<L>-seed<s>`: file names and the
+        `runs` table's key. The paper's supervision (`target`) adds nothing, `history` adds `-history`."""
         phi = "" if self.phi is None else f"-phi{self.phi:g}"
         ablation = "" if self.ablation is None else f"-{self.ablation}"
-        return f"{self.dataset}/{self.backbone}-{self.variant}{ablation}{phi}-len{self.max_len}-seed{self.seed}"
+        supervision = "-history" if self.supervision == "history" else ""
+        return (f"{self.dataset}/{self.backbone}-{self.variant}{ablation}{supervision}{phi}-len{self.max_len}"
+                f"-seed{self.seed}")
 
     def samples_dir(self, root: Path) -> Path:
         return samples_dir(root, self.dataset, self.max_len)
@@ -147,7 +152,7 @@ def plan_runs(exp: Experiment) -> list[RunSpec]:
                 for spec in _cells(exp, e, dataset, max_len):
                     specs.setdefault(spec.key, spec)
                     asked.setdefault(spec.key, set()).add(name)
-    order = sorted(specs, key=lambda k: (k[0], k[1], k[2], k[3], k[6], -1.0 if k[4] is None else k[4], k[5]))
+    order = sorted(specs, key=lambda k: (k[0], k[1], k[2], k[3], k[6], k[7], -1.0 if k[4] is None else k[4], k[5]))
     return [dataclasses.replace(specs[k], experiments=tuple(sorted(asked[k]))) for k in order]
 
 
@@ -161,29 +166,34 @@ def train_config(exp: Experiment, spec: RunSpec) -> TrainConfig:
 
 
 def _cells(exp: Experiment, e: ExperimentSpec, dataset: str, max_len: int):
-    """The runs of one experiment on one dataset and length: backbones x variants x φ x seeds, then
-    the information ablations of the ablated backbones' base runs."""
+    """The runs of one experiment on one dataset and length: backbones x variants x φ x supervision
+    (micn runs) x seeds, then the information ablations of the ablated backbones' base runs."""
     for backbone in e.backbones:
         for variant in e.variants:
             phis = e.phis if variant != "control" or e.control_phis is None else e.control_phis
             phis = (None,) if variant == "base" else (phis or (exp.micn.phi,))
+            supervisions = (e.supervisions or (exp.micn.supervision,)) if variant == "micn" else (None,)
+            if e.supervision_backbones and backbone not in e.supervision_backbones:
+                supervisions = supervisions[:1]
             for phi in phis:
-                for seed in exp.grid.seeds:
-                    yield RunSpec(dataset, backbone, variant, max_len, phi, seed)
+                for supervision in supervisions:
+                    for seed in e.backbone_seeds.get(backbone, exp.grid.seeds):
+                        yield RunSpec(dataset, backbone, variant, max_len, phi, seed, supervision=supervision)
     for backbone in e.ablation_backbones if e.ablations else ():
         for ablation in e.ablations:
-            for seed in exp.grid.seeds:
+            for seed in e.backbone_seeds.get(backbone, exp.grid.seeds):
                 yield RunSpec(dataset, backbone, "base", max_len, None, seed, ablation=ablation)
 
 
 def micn_config(exp: Experiment, spec: RunSpec) -> MICNConfig | None:
-    """The MICN settings of a run (None for base runs): the `micn` section with the run's φ.
+    """The MICN settings of a run (None for base runs): the `micn` section with the run's φ (and,
+    for a micn run, its supervision).
 
     A control run gets them too: its extra half is as wide as e_aux (`d_aux`) and receives the
     main gradient scaled by the same φ, so control and micn at one φ differ only by L_micn."""
     if spec.variant == "base":
         return None
-    return dataclasses.replace(exp.micn, phi=spec.phi)
+    return dataclasses.replace(exp.micn, phi=spec.phi, supervision=spec.supervision or exp.micn.supervision)
 
 
 def raw_files(raw_dir: Path) -> tuple[list[Path], list[Path]]:

@@ -4,7 +4,8 @@
     failure_record(spec, exp, error, attempts) -> RunRecord
     prune(root, planned) -> Pruned           delete the files of runs the plan leaves out
     holding_root(root)                        one `micn grid` per root at a time (a lock naming its holder)
-    wait_for_dask / wait_for_ray / wait_for_api(address, timeout_s)   bounded checks of what the grid talks to
+    check_outputs(root, planned)              each planned run's paths are absent or the grid's own
+    wait_for_dask / wait_for_api(address, timeout_s)   bounded checks of what the grid talks to
 
 Files per run (paths from `RunSpec`), all written through micn/record.py and micn/train.py:
 
@@ -24,22 +25,21 @@ is its own path, a learning curve or model folder named like a run id and holdin
 files training writes. Anything else under metrics/ and models/ (a user's `models/backup/`,
 a note inside a run folder, a renamed copy of a record) is left alone and reported.
 
-Every network wait is bounded by `grid.connect_timeout_s`: a Dask scheduler, a Ray
-head or a Prefect API that accepts the connection and never answers is a MicnError after the
-timeout, not a hang (the Dask client's own timeout does not cover its handshake).
+Every network wait is bounded by `grid.connect_timeout_s`: a Dask scheduler or a Prefect API
+that accepts the connection and never answers is a MicnError after the timeout, not a hang (the
+Dask client's own timeout does not cover its handshake).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
-import socket
-import time
 import traceback
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -51,6 +51,7 @@ from pathlib import Path
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, micn_config, train_config
 from micn.names import ABLATIONS
+from micn.outputs import TORCH_HEADER, anything, claim, json_object_with, json_rows_with, starts_with
 from micn.record import GridInfo, RunRecord, make_record, os_reason, plain_config, read_record, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -65,9 +66,9 @@ TRAINING_CODE = ("train.py", "run.py", "checkpoint.py", "optim.py", "kernels.py"
                  "evaluate.py", "config.py", "names.py", "errors.py", "models", "nn", "data/dataset.py",
                  "data/feature_map.py", "data/batch.py", "data/oracle.py", "data/ceiling.py", "data/synthetic")
 
-# `<backbone>-<variant>[-<ablation>][-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset):
+# `<backbone>-<variant>[-<ablation>][-history][-phi<φ>]-len<L>-seed<s>` (RunSpec.run_id without the dataset):
 # the names the grid gives its files. A folder or file not named so was not written by the grid.
-RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|control|micn)(-(%s))?(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+"
+RUN_NAME = re.compile(r"[a-z][a-z0-9_]*-(base|control|micn)(-(%s))?(-history)?(-phi[0-9.e+-]+)?-len[0-9]+-seed-?[0-9]+"
                       % "|".join(ABLATIONS))
 # What training writes into a run's model folder (and the temporary files of its atomic writes).
 MODEL_FILE = re.compile(r"(model|checkpoint)\.(pt|json|tmp)(\.tmp)?")
@@ -183,7 +184,7 @@ def failure_record(spec: RunSpec, exp: Experiment, error: BaseException | str, a
         seed=spec.seed, max_len=spec.max_len, phi=spec.phi, experiments=list(spec.experiments), status="failed",
         error=message, traceback=detail, attempts=attempts, signature=sig,
         params={"train": plain_config(train_config(exp, spec)), "micn": plain_config(micn), "max_len": spec.max_len},
-        metrics=None, ablation=spec.ablation)
+        metrics=None, ablation=spec.ablation, supervision=spec.supervision)
 
 
 def write_failure(spec: RunSpec, root: str | Path, record: RunRecord) -> None:
@@ -193,6 +194,22 @@ def write_failure(spec: RunSpec, root: str | Path, record: RunRecord) -> None:
     history = spec.history_path(root)
     if history.is_file():
         history.unlink()
+
+
+def check_outputs(root: str | Path, planned: list[RunSpec]) -> None:
+    """Before any run: every path a planned run writes is absent or the grid's own (a record naming
+    this run, a learning curve, a torch file), else a MicnError naming it. Each file is written by
+    renaming a finished one over it, so a link there is refused; a run's folder may be a link. A
+    checkpoint's content is left to `resume`: one it cannot read fails that run alone, unreplaced."""
+    root, fix = Path(root), "delete it if it is a damaged copy of the run's file (the grid then trains the run again)"
+    torch_file = starts_with(TORCH_HEADER, "a torch file")
+    for spec in planned:
+        folder = claim(spec.model_dir(root), anything, what="a run's model folder", command="grid", folder=True,
+                       follow_links=True, fix=fix)
+        for path, check in ((spec.metrics_path(root), json_object_with(run_id=spec.run_id)),
+                            (spec.history_path(root), json_rows_with("epoch")), (folder / "model.pt", torch_file),
+                            (folder / "checkpoint.pt", anything)):
+            claim(path, check, what=f"run {spec.run_id}'s {path.name}", command="grid", fix=fix)
 
 
 # --- pruning --------------------------------------------------------------------------------------
@@ -349,27 +366,6 @@ def wait_for_dask(address: str, timeout_s: float) -> int:
     return workers
 
 
-def wait_for_ray(address: str, timeout_s: float) -> None:
-    """A Ray client server (`ray://host:port`) accepts a connection and completes gRPC's
-    handshake within `timeout_s` (ray.init's own retries would take minutes)."""
-    host, port = _host_port(address, default_port=10001)
-    deadline = time.monotonic() + timeout_s
-    _tcp_connect(host, port, timeout_s, f"Ray at {address}")
-    try:
-        import grpc
-    except ImportError:  # Ray's client always brings grpc; without it the TCP check is what we can do
-        return
-    channel = grpc.insecure_channel(f"{host}:{port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=max(deadline - time.monotonic(), 0.01))
-    except grpc.FutureTimeoutError:
-        raise MicnError(f"no Ray client server answered at {address} within {timeout_s:g} s (the port accepts "
-                        "connections but does not speak gRPC). Start one (`ray start --head`), fix grid.address / "
-                        "$MICN_GRID_ADDRESS, or raise grid.connect_timeout_s.") from None
-    finally:
-        channel.close()
-
-
 def wait_for_api(url: str, timeout_s: float) -> None:
     """The Prefect API at `url` answers its health check within `timeout_s`."""
     try:
@@ -384,28 +380,8 @@ def wait_for_api(url: str, timeout_s: float) -> None:
                     "grid.connect_timeout_s.")
 
 
-def _host_port(address: str, default_port: int) -> tuple[str, int]:
-    rest = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = rest.rpartition(":")
-    if not host:
-        return rest, default_port
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError:
-        raise MicnError(f"{address}: expected <scheme>://<host>:<port>, e.g. ray://127.0.0.1:10001.") from None
-
-
-def _tcp_connect(host: str, port: int, timeout_s: float, what: str) -> None:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            pass
-    except OSError as e:
-        raise MicnError(f"no connection to {what} within {timeout_s:g} s ({_why(e)}); fix grid.address / "
-                        "$MICN_GRID_ADDRESS or start the cluster.") from None
-
-
 def _why(e: BaseException) -> str:
-    if isinstance(e, (TimeoutError, asyncio.TimeoutError, socket.timeout)):
+    if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
         return "timed out: the address accepts connections but does not answer"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
@@ -421,9 +397,10 @@ def holding_root(root: str | Path) -> Iterator[None]:
     so a killed grid never leaves a stale one."""
     path = Path(root) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # the PID is never written through a link
     except OSError as e:
-        raise MicnError(f"{path}: cannot create the grid's lock file ({os_reason(e)}).") from None
+        why = "it is a symbolic link; remove it" if e.errno == errno.ELOOP else os_reason(e)
+        raise MicnError(f"{path}: cannot create the grid's lock file ({why}).") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

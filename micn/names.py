@@ -9,6 +9,9 @@ BACKBONE_NAMES = ("wide_deep", "din", "dien")
 PROFILE_NAMES = ("tiny", "default", "electronics", "books")
 VARIANTS = ("base", "control", "micn")  # control: the width-matched backbone without L_micn
 ABLATIONS = ("no_item_ids", "one_category")  # information ablations (micn.data.dataset.SampleSet.ablated)
+# What L_micn learns to predict: `target`, the paper's (history -> the clicked target of a positive
+# row); `history`, MIND's feed (a prefix of the row's history -> the behaviour that follows it).
+SUPERVISIONS = ("target", "history")
 PROTOCOLS = ("dien", "din")  # how negatives are drawn (micn.data.samples)
 FORMATS = ("2014", "2018")  # the Amazon review releases whose files are read (and imitated by the generator)
 SPLITS = ("train", "valid", "test")

@@ -31,7 +31,7 @@ from pydantic import Field, Strict, model_validator
 
 from micn.config import Positive, Str, Unit, from_mapping, validated
 from micn.errors import MicnError
-from micn.names import ABLATIONS, VARIANTS
+from micn.names import ABLATIONS, SUPERVISIONS, VARIANTS
 
 STATUSES = ("ok", "failed")
 # The test metrics, then the evidence that the auxiliary tasks learned, None where it does not
@@ -58,7 +58,7 @@ Metric = Annotated[float, Strict()]
 class GridInfo:
     """What the grid knows about a run beyond its training settings."""
 
-    run_id: str  # "<dataset>/<backbone>-<variant>[-phi<φ>]-len<L>-seed<s>"
+    run_id: str  # "<dataset>/<backbone>-<variant>[-<ablation>][-history][-phi<φ>]-len<L>-seed<s>"
     experiments: tuple[str, ...]  # the tables that ask for this run
     signature: str  # the grid's reuse hash: a checkpoint of another signature is never resumed
     attempt: int  # 1 on the first try, + 1 per retry
@@ -101,6 +101,7 @@ class RunRecord:
     finished: Str | None = None
     kappa: Unit | None = None  # the synthetic world's interest signal κ (1 = the default world); None on real data
     ablation: Literal[ABLATIONS] | None = None  # the information ablation of the inputs, None = none
+    supervision: Literal[SUPERVISIONS] | None = None  # what L_micn predicted (micn runs); None for base and control
 
     @model_validator(mode="after")
     def _metrics_hold(self) -> RunRecord:
@@ -135,7 +136,7 @@ def metrics_problem(status: str, metrics: Mapping[str, float | None] | None) -> 
 JSON_ORDER = ("dataset", "protocol", "backbone", "variant", "seed", "params", "metrics", "epochs", "best_epoch",
               "best_step", "train_seconds", "samples_per_s", "device", "git_revision", "started", "finished",
               "run_id", "max_len", "phi", "experiments", "status", "error", "traceback", "attempts", "signature",
-              "kappa", "ablation")
+              "kappa", "ablation", "supervision")
 REQUIRED_KEYS = ("dataset", "backbone", "variant", "seed", "status", "params", "metrics")
 
 

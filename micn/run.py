@@ -231,6 +231,7 @@ def run_record(run: RunConfig, paths: RunPaths, fmap: FeatureMap, grid: GridInfo
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         kappa=world_kappa(fmap, paths.samples_dir),
         ablation=run.ablation,
+        supervision=run.micn.supervision if run.has_micn else None,
     )
 
 

@@ -222,8 +222,9 @@ def capsule_run(d: Path, seed, purity, shuffled, overlap, backbone="din", phi=0.
     return r
 
 
-def mechanism_run(d: Path, kappa, backbone, variant, seed, auc, ablation=None) -> None:
-    """A run of the mechanism experiment in the world of interest signal `kappa` (κ = 1: also Table 2's)."""
+def mechanism_run(d: Path, kappa, backbone, variant, seed, auc, ablation=None, supervision=None) -> None:
+    """A run of the mechanism experiment in the world of interest signal `kappa` (κ = 1: also Table 2's);
+    a micn run predicts `supervision` (None: the paper's `target`)."""
     dataset = "synthetic" if kappa == 1.0 else f"synthetic-kappa{kappa:g}".replace(".", "p")
     phi = None if variant == "base" else 0.3
     r = record(dataset, backbone, variant, seed, auc, phi=phi,
@@ -232,7 +233,9 @@ def mechanism_run(d: Path, kappa, backbone, variant, seed, auc, ablation=None) -
                                                         if variant == "micn" else {}))
     if ablation:
         r["run_id"] = r["run_id"].replace("-base-", f"-base-{ablation}-")
-    r.update(kappa=kappa, ablation=ablation)
+    if supervision == "history":
+        r["run_id"] = r["run_id"].replace("-micn-", "-micn-history-")
+    r.update(kappa=kappa, ablation=ablation, supervision=(supervision or "target") if variant == "micn" else None)
     r["metrics"]["oracle_auc"] = 0.95 - 0.02 * kappa
     write_run(d, r)
 

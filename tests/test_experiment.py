@@ -12,8 +12,10 @@ from micn.config import ADDRESS_ENV, GridConfig
 from micn.experiment import (
     check_raw_data,
     load_experiment,
+    micn_config,
     plan_runs,
 )
+from micn.grid import RUN_NAME
 from tests.helpers import REPO
 
 
@@ -83,6 +85,21 @@ def test_control_runs_follow_phis_unless_control_phis_is_given(tmp_path):
                                                             ("micn", 0.6)]
 
 
+def test_backbone_seeds_give_some_backbones_more_seeds(tmp_path):
+    """table2 with DIN at 4 seeds and the others at grid.seeds: every variant of DIN (base, control,
+    micn) gets the same 4, so its paired lifts have 4 pairs."""
+    table2 = {"enabled": True, "backbones": ["din", "dien"], "backbone_seeds": {"din": [1, 2, 3, 4]}}
+    exp = load_experiment(write_params(tmp_path, experiments={"table2": table2}, grid={"seeds": [1, 2]}))
+    runs = plan_runs(exp)
+    assert {(r.backbone, r.variant): sorted(x.seed for x in runs if (x.backbone, x.variant) == (r.backbone, r.variant))
+            for r in runs} == {("din", v): [1, 2, 3, 4] for v in ("base", "control", "micn")} | {
+            ("dien", v): [1, 2] for v in ("base", "control", "micn")}
+    with pytest.raises(MicnError, match=r"backbone_seeds\.din: repeated values"):
+        load_experiment(write_params(tmp_path, experiments={"table2": {**table2, "backbone_seeds": {"din": [1, 1]}}}))
+    with pytest.raises(MicnError, match=r"experiments\.table2\.backbone_seeds"):
+        load_experiment(write_params(tmp_path, experiments={"table2": {**table2, "backbone_seeds": {"lstm": [1]}}}))
+
+
 @pytest.mark.parametrize("section, value, needle", [
     ("experiments", {"table2": {"enabled": True, "variants": ["ctrl"]}}, "experiments.table2.variants[0]: input should be 'base', 'control' or 'micn' (got 'ctrl')"),
     ("experiments", {"table3": {"enabled": True, "control_phis": [-0.1]}}, "experiments.table3.control_phis[0]: input should be greater than or equal to 0"),
@@ -95,7 +112,8 @@ def test_control_runs_follow_phis_unless_control_phis_is_given(tmp_path):
     ("datasets", {"a/b": {"enabled": True}}, "datasets.'a/b': a dataset name may hold"),
     ("grid", {"seeds": []}, "grid.seeds: tuple should have at least 1 item"),
     ("grid", {"seeds": [1, 1]}, "seeds must be distinct"),
-    ("grid", {"runner": "spark"}, "grid.runner: input should be 'auto', 'thread', 'dask' or 'ray'"),
+    ("grid", {"runner": "spark"}, "grid.runner: input should be 'auto', 'thread' or 'dask'"),
+    ("grid", {"runner": "ray"}, "grid.runner: input should be 'auto', 'thread' or 'dask' (got 'ray')"),
 ])
 def test_bad_experiment_parameters_are_named(tmp_path, section, value, needle):
     with pytest.raises(MicnError) as e:
@@ -128,7 +146,8 @@ def test_runner_follows_address_and_environment(monkeypatch):
     monkeypatch.delenv(ADDRESS_ENV, raising=False)
     assert GridConfig().resolved() == ("thread", None)
     assert GridConfig(address="tcp://127.0.0.1:8786").resolved() == ("dask", "tcp://127.0.0.1:8786")
-    assert GridConfig(address="ray://head:10001").resolved() == ("ray", "ray://head:10001")
+    with pytest.raises(MicnError, match=r"ray://head:10001 .* names a Ray cluster; the grid runs on local threads or a Dask"):
+        GridConfig(address="ray://head:10001").resolved()
     monkeypatch.setenv(ADDRESS_ENV, "tcp://scheduler:8786")
     assert GridConfig(address="tcp://127.0.0.1:8786").resolved() == ("dask", "tcp://scheduler:8786")
     monkeypatch.delenv(ADDRESS_ENV)
@@ -159,7 +178,6 @@ def test_repository_generate_section_is_valid():
 
 
 def test_micn_config_of_a_run_is_the_section_with_its_phi():
-    from micn.experiment import micn_config
 
     exp = load_experiment(REPO / "params.yaml")
     runs = plan_runs(exp)
@@ -200,19 +218,29 @@ def test_mechanism_plans_every_world_and_shares_table2s_runs_at_kappa_1(tmp_path
     assert exp.datasets_of(mech) == list(worlds.values()) and exp.kappa_worlds() == [
         ("synthetic-kappa0p5", 0.5), ("synthetic-kappa0", 0.0)]
     assert exp.all_datasets == ["synthetic", "synthetic-kappa0p5", "synthetic-kappa0"]
-    per_world = 3 * 3 * 2 + 2 * 2  # backbones x variants x seeds, plus base DIN x 2 ablations x seeds
+    # backbones x variants x seeds, the micn runs again with `history` supervision, base DIN x 2 ablations x seeds
+    per_world = 3 * 3 * 2 + 3 * 2 + 2 * 2
     assert len(runs) == 3 * per_world  # the κ = 1 cells are Table 2's runs, planned once
     for dataset in worlds.values():
         mine = [r for r in runs if r.dataset == dataset]
-        assert {(r.backbone, r.variant, r.ablation) for r in mine} == {
-            (b, v, None) for b in ("wide_deep", "din", "dien") for v in ("base", "control", "micn")} | {
-            ("din", "base", "no_item_ids"), ("din", "base", "one_category")}
+        assert {(r.backbone, r.variant, r.ablation, r.supervision) for r in mine} == {
+            (b, v, None, "target" if v == "micn" else None) for b in ("wide_deep", "din", "dien")
+            for v in ("base", "control", "micn")} | {(b, "micn", None, "history") for b in ("wide_deep", "din", "dien")} | {
+            ("din", "base", "no_item_ids", None), ("din", "base", "one_category", None)}
         shared = dataset == "synthetic"
         for r in mine:
-            expected = ("mechanism", "table2") if shared and r.ablation is None else ("mechanism",)
+            table2 = shared and r.ablation is None and r.supervision != "history"
+            expected = ("mechanism", "table2") if table2 else ("mechanism",)
             assert r.experiments == expected, r.run_id
     ablated = next(r for r in runs if r.ablation == "no_item_ids" and r.dataset == "synthetic-kappa0")
     assert ablated.run_id == "synthetic-kappa0/din-base-no_item_ids-len20-seed1" and ablated.phi is None
+    history = next(r for r in runs if r.supervision == "history" and r.dataset == "synthetic-kappa0")
+    assert history.run_id == "synthetic-kappa0/dien-micn-history-phi0.3-len20-seed1"  # sorted by backbone name
+    assert micn_config(exp, history).supervision == "history" and micn_config(exp, history).phi == 0.3
+    assert RUN_NAME.fullmatch(history.run_id.split("/", 1)[1])
+    only_din = plan_runs(load_experiment(mechanism_params(tmp_path, supervision_backbones=["din"])))
+    assert {r.backbone for r in only_din if r.supervision == "history"} == {"din"}
+    assert len(only_din) == len(runs) - 3 * 2 * 2  # two backbones x three worlds x two seeds fewer
     assert exp.samples_needed() == [("synthetic", 20), ("synthetic-kappa0", 20), ("synthetic-kappa0p5", 20)]
 
 
@@ -257,9 +285,9 @@ def test_kappa_worlds_live_inside_the_synthetic_folder(tmp_path):
 
 
 def test_the_electronics_study_plans_table2_at_the_papers_length():
-    """studies/electronics: the default pipeline's settings but the electronics profile,
-    max_len 10 and the default seeds, plus the mechanism sweep for DIN; its dvc.yaml runs the same
-    stage commands in its own folder."""
+    """studies/electronics: the default pipeline's settings but the electronics profile, max_len 10,
+    DIN and Wide&Deep at 10 seeds in Table 2, and the mechanism sweep of all three backbones (DIN
+    also with the `history` supervision); its dvc.yaml runs the same stage commands in its own folder."""
     from micn.config import load_params
 
     study = REPO / "studies" / "electronics"
@@ -271,10 +299,34 @@ def test_the_electronics_study_plans_table2_at_the_papers_length():
     runs = plan_runs(exp)
     seeds = len(default.grid.seeds)
     assert {r.max_len for r in runs} == {10} and all(r.ablation is None for r in runs)
-    # Table 2 on the κ = 1 world, its DIN runs shared with the mechanism sweep of DIN at κ = 0.5 and 0
+    # Table 2 on the κ = 1 world (DIN and Wide&Deep at 10 seeds, their first 5 shared with the
+    # sweep), the sweep at κ = 0.5 and 0, and DIN's `history` runs in all three worlds
     assert Counter((r.dataset, r.backbone) for r in runs) == {
-        ("synthetic", "wide_deep"): 3 * seeds, ("synthetic", "din"): 3 * seeds, ("synthetic", "dien"): 3 * seeds,
-        ("synthetic-kappa0p5", "din"): 3 * seeds, ("synthetic-kappa0", "din"): 3 * seeds}
+        ("synthetic", "wide_deep"): 3 * 10, ("synthetic", "din"): 3 * 10 + seeds, ("synthetic", "dien"): 3 * seeds,
+        **{(world, "din"): 4 * seeds for world in ("synthetic-kappa0p5", "synthetic-kappa0")},
+        **{(world, b): 3 * seeds for world in ("synthetic-kappa0p5", "synthetic-kappa0") for b in ("wide_deep", "dien")}}
+    assert {r.backbone for r in runs if r.supervision == "history"} == {"din"}
     stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
     root = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert {name: s["cmd"] for name, s in stages.items()} == {name: s["cmd"] for name, s in root.items()}
+
+
+def test_the_books_study_plans_table2_at_the_papers_books_scale():
+    """studies/books: the books profile (the paper's Table 1 counts), max_len 20, Table 2 alone at
+    the default seeds and settings; the same stage commands as the root pipeline."""
+    from micn.config import load_params
+    from micn.data.synthetic.profiles import PROFILES
+
+    study = REPO / "studies" / "books"
+    exp = load_experiment(study / "params.yaml")
+    params, default = load_params(study / "params.yaml"), load_params(REPO / "params.yaml")
+    books = PROFILES[params.generate.profile]
+    assert (books.n_users, books.n_items, books.n_categories) == (603_668, 367_982, 1_600)
+    assert exp.datasets["synthetic"].max_len == 20
+    assert (exp.grid.seeds, exp.train, exp.micn, exp.samples) == (default.grid.seeds, default.train, default.micn,
+                                                                   default.samples)
+    runs = plan_runs(exp)
+    assert len(runs) == 3 * 3 * len(default.grid.seeds) and {r.dataset for r in runs} == {"synthetic"}
+    stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
+    assert stages == yaml.safe_load((REPO / "studies" / "electronics" / "dvc.yaml").read_text())["stages"]
+

@@ -1,11 +1,12 @@
 """Bad input lines: one reject row per bad line, with its line number, reason and raw text;
-duplicates counted, not loaded; whole-file problems as clear errors; a line over DuckDB's
-object-size limit is a reject, not a refusal of its file."""
+duplicates counted, not loaded; whole-file problems as clear errors; a line over the size limit
+of one record is a reject, not a refusal of its file."""
 
 from __future__ import annotations
 
 import pytest
 
+from micn.data.formats import MAX_LINE_BYTES, RAW_LINE_BYTES
 from micn.data.ingest.load import ingest
 from micn.errors import MicnError
 from tests.helpers import (
@@ -125,29 +126,30 @@ def test_missing_file_and_bad_dataset_name(tmp_path, meta_2014):
         ingest("bad name; drop table", [meta_2014], [meta_2014], tmp_path / "w.duckdb")
 
 
-# --- a line over DuckDB's object-size limit ----------------------------------------------------
+# --- a line over the size limit of one record ---------------------------------------------------
 
 
-def test_line_over_the_object_size_limit_is_a_reject_not_a_refusal_of_the_file(tmp_path, meta_2014):
-    huge = review_line(reviewerID="A9", reviewText="x" * (50 * 2**20))  # one 50 MB line
+def test_line_over_the_size_limit_is_a_reject_not_a_refusal_of_the_file(tmp_path, meta_2014):
+    huge = review_line(reviewerID="A9", reviewText="x" * MAX_LINE_BYTES)  # just over the limit
     src = write_lines(tmp_path / "r.json", [review_line(reviewerID="A1"), huge, review_line(reviewerID="A2")], gz=True)
     db = tmp_path / "w.duckdb"
     report = ingest("d", [src], [meta_2014], db)
     assert_accounting(report)
     assert (report.files[0].lines_read, report.files[0].accepted, report.files[0].rejected) == (3, 2, 1)
     line_no, reason, raw = only_reject(db)
-    assert line_no == 2 and reason == f"line of {len(huge.encode()):,} bytes is over the 16 MiB limit of one record"
-    assert raw.startswith(huge[:100]) and len(raw) < 10_000  # the head of the line, not 50 MB
+    assert line_no == 2
+    assert reason == f"line of {len(huge.encode()):,} bytes is over the 4 MiB limit of one record; it starts {huge[:40]}..."
+    assert raw == huge[:RAW_LINE_BYTES] + f"... [cut: the line has {len(huge.encode()):,} bytes]"
     assert {u for (u,) in db_rows(db, "select user_id from reviews")} == {"A1", "A2"}
 
 
 def test_line_over_the_size_limit_in_2014_metadata_is_a_reject(tmp_path):
-    huge = "{'asin': 'B9', 'title': '" + "x" * (17 * 2**20) + "', 'categories': [['E']]}"
+    huge = "{'asin': 'B9', 'title': '" + "x" * MAX_LINE_BYTES + "', 'categories': [['E']]}"
     meta = write_lines(tmp_path / "meta.json", [META_2014_LINES[0], huge])
     db = tmp_path / "w.duckdb"
     report = ingest("d", [write_lines(tmp_path / "r.json", [review_line()])], [meta], db)
     assert report.files[1].rejected == 1
-    assert only_reject(db)[1].startswith("line of") and "16 MiB" in only_reject(db)[1]
+    assert only_reject(db)[1].startswith(f"line of {len(huge):,} bytes is over the 4 MiB limit of one record; it starts {{'asin'")
 
 
 def test_a_lone_surrogate_or_a_control_character_is_a_reject_never_an_internal_error(tmp_path):
@@ -171,6 +173,6 @@ def test_a_lone_surrogate_or_a_control_character_is_a_reject_never_an_internal_e
                        4: "asin 'B4\\x00' holds a control character",
                        5: "categories 'Elec\\x1btronics' holds a control character"}
     review_rejects = db_rows(db, "select line_no, reason from rejects where source_file like '%reviews_X%'")
-    assert review_rejects == [(3, "reviewerID 'A\\ud800' holds a lone surrogate (a \\ud800-\\udfff escape), which is "
+    assert review_rejects == [(3, "reviewerID \"A\\ud800\" holds a lone surrogate (a \\ud800-\\udfff escape), which is "
                                   "not a Unicode character")]
     assert sorted(db_rows(db, "select user_id from reviews")) == [("A1",), ("A2",)]

@@ -1,8 +1,11 @@
-"""MICN's capsule-only ablation (`post_layers: []`, no user profile, k_max 4) against the capsule-only
-MICN of a reference commit, bit for bit."""
+"""MICN's forms against the reference commits that define them, bit for bit: the capsule-only
+ablation (`post_layers: []`, no user profile, k_max 4) against the capsule-only MICN, and the
+paper's supervision (`supervision: target`, the default) against the release before the
+`history` supervision existed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +18,17 @@ from tests.helpers import REPO
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-REFERENCE_COMMIT = "78c8957"  # its `micn` package is the capsule-only MICN the ablation must match
+# (reference commit, the form's MICNConfig fields): the reference's `micn` package must give the same numbers
+FORMS = {
+    "capsule_only": ("78c8957", dict(n_neg=40, k_max=4, post_layers=(), user_profile=False)),
+    "paper_supervision": ("17fba98", dict(n_neg=40, supervision="target")),
+}
 
-# Builds every backbone with MICN's capsule-only ablation (the trainer's own-generator set-up), runs
+# Builds every backbone with one MICN form (the trainer's own-generator set-up), runs
 # three Adam steps and one evaluation and saves every number: run once on the reference commit's code
 # and once on this tree, the two files must be equal to the last bit.
 OUTPUTS_SCRIPT = """
-import sys, torch
+import json, sys, torch
 from torch.nn import functional as F
 from micn.config import MICNConfig
 from micn.data.batch import random_batch
@@ -30,11 +37,11 @@ torch.set_num_threads(1)
 out = {}
 for name in ("wide_deep", "din", "dien"):
     torch.manual_seed(3)
-    # the capsule-only ablation, spelled so both trees accept it (the reference's MICNConfig has
-    # no post_layers or user_profile field: there it is the only form)
+    # the form, spelled so both trees accept it (a reference's MICNConfig lacks the fields it
+    # predates: there the form is the only one)
     fields = MICNConfig.__dataclass_fields__
-    ablation = {k: v for k, v in dict(n_neg=40, k_max=4, post_layers=(), user_profile=False).items() if k in fields}
-    model = build_with_micn(name, 80, 500, 30, 18, 18, MICNConfig(**ablation),
+    form = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[2]).items() if k in fields}
+    model = build_with_micn(name, 80, 500, 30, 18, 18, MICNConfig(**form),
                             generator=torch.Generator().manual_seed(11))
     batch = random_batch(64, 12, 80, 500, 30, torch.Generator().manual_seed(5), alternating_labels=True)
     out[name + "/keys"] = list(model.state_dict())
@@ -56,25 +63,27 @@ torch.save(out, sys.argv[1])
 """
 
 
-def _outputs_of(code_root: Path, tmp_path: Path, tag: str) -> dict:
+def _outputs_of(code_root: Path, tmp_path: Path, tag: str, form: dict) -> dict:
     script, result = tmp_path / "outputs.py", tmp_path / f"{tag}.pt"
     script.write_text(OUTPUTS_SCRIPT)
     env = {"PYTHONPATH": str(code_root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), str(result)], check=True, cwd=code_root, env=env, timeout=300)
+    subprocess.run([sys.executable, str(script), str(result), json.dumps(form)], check=True, cwd=code_root, env=env, timeout=300)
     return torch.load(result, weights_only=True)
 
 
-def test_capsule_only_ablation_matches_the_reference_commit_bit_for_bit(tmp_path: Path) -> None:
-    """The ablation flag `post_layers: []` (no profile, k_max 4) is the reference commit's capsule-only
-    MICN: its code and this tree give the same module tree, logits, L_micn, DIEN aux loss and
-    generator state, step by step, bit for bit (so runs of either give the same numbers)."""
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_micn_form_matches_its_reference_commit_bit_for_bit(tmp_path: Path, form: str) -> None:
+    """The form's flags on this tree are its reference commit's MICN: the two codes give the same
+    module tree, logits, L_micn, DIEN aux loss and generator state, step by step, bit for bit (so
+    runs of either give the same numbers)."""
+    commit, fields = FORMS[form]
     reference = tmp_path / "reference"
     reference.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", REFERENCE_COMMIT, "micn"], capture_output=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "micn"], capture_output=True)
     if archive.returncode != 0:
-        pytest.skip(f"no git history with {REFERENCE_COMMIT} here: {archive.stderr.decode().strip()}")
+        pytest.skip(f"no git history with {commit} here: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(reference)], input=archive.stdout, check=True)
-    expected, got = _outputs_of(reference, tmp_path, "reference"), _outputs_of(REPO, tmp_path, "tree")
+    expected, got = _outputs_of(reference, tmp_path, "reference", fields), _outputs_of(REPO, tmp_path, "tree", fields)
     assert expected.keys() == got.keys()
     for key in expected:
         if key.endswith("/keys"):

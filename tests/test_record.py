@@ -54,7 +54,7 @@ def test_record_without_optional_keys_reads_and_writes_back_in_the_same_key_orde
     write_record(tmp_path / "new.json", record)
     written = json.loads((tmp_path / "new.json").read_text())
     assert list(written) == list(JSON_ORDER)
-    added = ("traceback", "best_step", "kappa", "ablation")  # keys the file lacks: written back as null
+    added = ("traceback", "best_step", "kappa", "ablation", "supervision")  # keys the file lacks: written back as null
     assert all(written[k] is None for k in added) and record.best_step is None
     assert {k: v for k, v in written.items() if k not in added} == MINIMAL  # same keys, same values, same order
     assert [k for k in written if k not in added] == list(MINIMAL)

@@ -148,8 +148,9 @@ def test_capsule_evidence_and_steps_reach_runs_history_and_paper_cells(tmp_path)
 
 
 def test_paper_mechanism_matches_a_reference_computation(tmp_path):
-    """Hand-made records over two worlds: MICN − control per κ and backbone, ablation − base for DIN,
-    each with the 95 % t interval of numpy/SciPy; the section and the figure in the report."""
+    """Hand-made records over two worlds: MICN − control per κ, backbone and supervision (both
+    supervisions paired with the same control), ablation − base for DIN, each with the 95 % t
+    interval of numpy/SciPy; the section and the figure in the report."""
     rng = np.random.default_rng(0)
     d = tmp_path / "metrics"
     seeds = (1, 2, 3, 4)
@@ -160,6 +161,9 @@ def test_paper_mechanism_matches_a_reference_computation(tmp_path):
                 for seed in seeds:
                     aucs[kappa, backbone, variant, None, seed] = auc = float(rng.uniform(0.80, 0.90))
                     mechanism_run(d, kappa, backbone, variant, seed, auc)
+            for seed in seeds:
+                aucs[kappa, backbone, "micn", "history", seed] = auc = float(rng.uniform(0.80, 0.90))
+                mechanism_run(d, kappa, backbone, "micn", seed, auc, supervision="history")
         for ablation in ("no_item_ids", "one_category"):
             for seed in seeds:
                 aucs[kappa, "din", "base", ablation, seed] = auc = float(rng.uniform(0.70, 0.80))
@@ -169,13 +173,14 @@ def test_paper_mechanism_matches_a_reference_computation(tmp_path):
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.sql("select * from paper_mechanism").pl().to_dicts()
         t2 = con.sql("select * from paper_table2").pl()
-    assert [(r["kappa"], r["backbone"], r["variant"], r["ablation"]) for r in rows] == [
+    assert [(r["kappa"], r["backbone"], r["variant"], r["ablation"] or r["supervision"]) for r in rows] == [
         (k, b, v, a) for k in (1.0, 0.5) for b in ("din", "dien")
         for v, a in [("base", None), *((("base", x) for x in ("no_item_ids", "one_category")) if b == "din" else ()),
-                     ("control", None), ("micn", None)]]
+                     ("control", None), ("micn", "target"), ("micn", "history")]]
     series = lambda k, b, v, a=None: np.array([aucs[k, b, v, a, s] for s in seeds])  # noqa: E731
     for r in rows:
-        k, b, v, a = r["kappa"], r["backbone"], r["variant"], r["ablation"]
+        k, b, v = r["kappa"], r["backbone"], r["variant"]
+        a = r["ablation"] or (r["supervision"] if r["supervision"] == "history" else None)
         assert r["auc_mean"] == pytest.approx(series(k, b, v, a).mean()) and r["n_runs"] == 4
         assert r["oracle_auc"] == pytest.approx(0.95 - 0.02 * k) and r["history_only_auc"] == pytest.approx(0.9 - 0.01 * k)
         lift = (r["lift_mean"], r["lift_ci_low"], r["lift_ci_high"])
@@ -185,15 +190,16 @@ def test_paper_mechanism_matches_a_reference_computation(tmp_path):
             assert lift == t_interval(series(k, b, v, a) - series(k, b, "base"))
         control = (r["lift_control_mean"], r["lift_control_ci_low"], r["lift_control_ci_high"])
         if v == "micn":
-            assert control == t_interval(series(k, b, "micn") - series(k, b, "control"))
+            assert control == t_interval(series(k, b, "micn", a) - series(k, b, "control"))
             assert r["micn_recall_mean"] == pytest.approx(0.3)
         else:
             assert control == (None, None, None)
-    assert t2.height == 6 and set(t2["dataset"]) == {"synthetic"}  # κ = 1 cells are Table 2's too, no ablations
+    assert t2.height == 8 and set(t2["dataset"]) == {"synthetic"}  # κ = 1 cells are Table 2's too, no ablations
     assert t2.filter(pl.col("variant") == "base")["auc_mean"].to_list() == pytest.approx(
         [series(1.0, b, "base").mean() for b in ("din", "dien")])
     report = write_report(db, tmp_path / "reports")
     assert "## Where MICN can help" in report.markdown and "fixed in params.yaml before" in report.markdown
+    assert "| MICN (history) |" in report.markdown
     assert "figures/mechanism.png" in report.markdown
     figure = tmp_path / "reports" / "figures" / "mechanism.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 5000

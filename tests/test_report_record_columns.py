@@ -57,7 +57,7 @@ def agreement_records() -> list[RunRecord]:
                                          post_layers=(64, 32), retrieval_k=20))
     micn = json.loads(json.dumps(micn))  # as a record file holds it: post_layers a list
     ok = RunRecord(
-        run_id="synthetic/dien-micn-phi0.4-len20-seed7", dataset="synthetic", protocol="dien", backbone="dien",
+        run_id="synthetic/dien-micn-history-phi0.4-len20-seed7", dataset="synthetic", protocol="dien", backbone="dien",
         variant="micn", seed=7, max_len=20, phi=0.4, experiments=["table2", "table3"], status="ok", error=None,
         traceback=None, attempts=2, signature="5f0c", params={"train": train, "micn": micn, "max_len": 20, "samples_seed": 11},
         metrics={"auc": 0.81, "gauc": 0.79, "logloss": 0.47, "oracle_auc": 0.93, "valid_auc": 0.8,
@@ -65,7 +65,8 @@ def agreement_records() -> list[RunRecord]:
                  "grad_ratio": 2.5, "capsule_purity": 0.64, "capsule_purity_shuffled": 0.47,
                  "capsule_overlap": 0.23}, epochs=5,
         best_epoch=4, best_step=3210, train_seconds=12.5, samples_per_s=3456.7, device="cpu", git_revision="deadbeef",
-        started="2026-11-27T10:00:00+00:00", finished="2026-11-27T10:01:02+00:00", kappa=0.35)
+        started="2026-11-27T10:00:00+00:00", finished="2026-11-27T10:01:02+00:00", kappa=0.35,
+        supervision="history")
     real = dataclasses.replace(ok, run_id="books/din-base-len10-seed3", dataset="books", protocol="din", backbone="din",
                                variant="base", seed=3, max_len=10, phi=None, experiments=["table2"], attempts=1,
                                params={"train": train, "micn": None, "max_len": 10, "samples_seed": 12},
@@ -75,7 +76,7 @@ def agreement_records() -> list[RunRecord]:
         run_id="synthetic/wide_deep-micn-phi0.4-len20-seed8", dataset="synthetic", protocol=None, backbone="wide_deep",
         variant="micn", seed=8, max_len=20, phi=0.4, experiments=["table2"], status="failed",
         error="RuntimeError: boom", traceback="Traceback (most recent call last): ...", attempts=3, signature="77aa",
-        params={"train": train, "micn": micn, "max_len": 20}, metrics=None)
+        params={"train": train, "micn": micn, "max_len": 20}, metrics=None, supervision="target")
     return [ok, real, failed]
 
 

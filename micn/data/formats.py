@@ -8,9 +8,13 @@ Four formats (the two Amazon releases, reviews and metadata each):
 Plain or gzip (recognised by its magic bytes, whatever the extension).
 
 The JSON formats are read by DuckDB (sql/ingest/staging/); this module holds what Python must
-know about single lines: the 2014 metadata rules (`meta_2014_row`, the same rules as
-`stg_meta_json.sql` for 2018) and why a line DuckDB could not parse was refused
-(`explain_unparseable`). Every rule here is listed in docs/commands.md, "micn ingest".
+know about single lines: how long one may be (`read_lines` never holds more of a line than
+MAX_LINE_BYTES), the 2014 metadata rules (`meta_2014_row`, the same rules as `stg_meta_json.sql`
+for 2018) and why a line DuckDB could not parse was refused (`explain_unparseable`). Every rule
+here is listed in docs/commands.md, "micn ingest".
+
+A reason quotes a value through `marked(path, shown)`: `micn.data.ingest.rejects` replaces the
+mark by the line's own text of that value (1e10 stays 1e10), `shown` being the fallback.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import json
 import unicodedata
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from micn.errors import MicnError
 
@@ -31,10 +36,16 @@ UTF8_BOM = b"\xef\xbb\xbf"
 REVIEW_FORMATS = ("reviews-2014", "reviews-2018")
 META_FORMATS = ("meta-2014", "meta-2018")
 SNIFF_LINES = 50
-# One line is one record; a longer line is a reject, not a refusal of the file. 16 MiB is DuckDB's
-# default `maximum_object_size`: no real review or product record comes near it.
-MAX_LINE_BYTES = 16 * 2**20
-SHOWN_RAW_CHARS = 4096  # how much of an over-long line `rejects.raw_line` keeps
+# One line is one record; a longer line is a reject, not a refusal of the file. The longest line
+# of the Amazon samples in the repository has 46 KB (2018 metadata); 4 MiB bounds what one line
+# costs: DuckDB's parse of a line of small values takes ~25 bytes of memory per byte of it.
+MAX_LINE_BYTES = 4 * 2**20
+# A 2014 metadata line that only `ast.literal_eval` can read: its parse takes ~500 bytes of memory
+# per byte of the line, so a longer one is a reject (as JSON, such a line may have MAX_LINE_BYTES).
+MAX_LITERAL_BYTES = 2**20
+RAW_LINE_BYTES = 64 * 1024  # `rejects.raw_line` keeps a line whole up to this size, else its head
+_SKIP_BYTES = 2**20  # the rest of an over-long line is read and dropped in pieces of this size
+_SHOWN_CHARS = 40  # a reason quotes at most this many characters of a value
 # The plausible review times: from 1990-01-01 (before the first Amazon review) to the day after the
 # ingest. A review outside it (year 3000, 0, 2^63 - 1) is a reject with its reason, never a target.
 TS_MIN = 631_152_000  # 1990-01-01T00:00:00Z
@@ -64,6 +75,27 @@ def is_gzip(path: Path) -> bool:
 def open_binary(path: Path) -> BinaryIO:
     """Open plain or gzip content for reading bytes."""
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+class LongLine(NamedTuple):
+    """A line over MAX_LINE_BYTES, never held whole: its first RAW_LINE_BYTES bytes and its length."""
+
+    head: bytes
+    length: int  # bytes, without the line break
+
+
+def read_lines(f: BinaryIO) -> Iterator[bytes | LongLine]:
+    """The lines of `f` with their line breaks; a line over MAX_LINE_BYTES comes as a LongLine, and
+    no more than MAX_LINE_BYTES + 2 bytes of it are held at once."""
+    limit = MAX_LINE_BYTES + 2  # room for the line break, which the limit does not count
+    while chunk := f.readline(limit):
+        if len(chunk) < limit or chunk.endswith(b"\n"):
+            yield chunk if line_bytes(chunk) <= MAX_LINE_BYTES else LongLine(chunk[:RAW_LINE_BYTES], line_bytes(chunk))
+            continue
+        head, length, tail = chunk[:RAW_LINE_BYTES], len(chunk), chunk[-2:]
+        while not tail.endswith(b"\n") and (chunk := f.readline(min(_SKIP_BYTES, limit))):
+            length, tail = length + len(chunk), (tail + chunk)[-2:]
+        yield LongLine(head, length - (2 if tail == b"\r\n" else 1 if tail.endswith(b"\n") else 0))
 
 
 def strip_bom(line: bytes) -> bytes:
@@ -104,6 +136,8 @@ def _load_json_or_literal(text: str) -> tuple[Any, bool]:
         pass
     except RecursionError:
         raise ValueError(_TOO_DEEP) from None
+    if len(text) > MAX_LITERAL_BYTES:
+        raise ValueError("too long for the literal parser")
     try:
         return ast.literal_eval(text), True
     except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
@@ -113,16 +147,17 @@ def _load_json_or_literal(text: str) -> tuple[Any, bool]:
 def sniff_format(path: Path) -> str:
     """Majority format of the first non-blank lines; a clear error when none is recognised."""
     votes: Counter[str] = Counter()
-    seen = 0
+    seen, long_lines = 0, []
     try:
         with open_binary(path) as f:
-            for line in f:
-                if not line.strip():
+            for line in read_lines(f):
+                if isinstance(line, LongLine):
+                    long_lines.append(line.length)
+                elif not line.strip():
                     continue
-                seen += 1
-                fmt = classify_record(line) if line_bytes(line) <= MAX_LINE_BYTES else None
-                if fmt:
+                elif fmt := classify_record(line):
                     votes[fmt] += 1
+                seen += 1
                 if seen >= SNIFF_LINES:
                     break
     except (OSError, EOFError, zlib.error) as e:
@@ -131,6 +166,12 @@ def sniff_format(path: Path) -> str:
         # A truncated gzip may still show its first lines; the full read reports the truncation.
     if seen == 0:
         raise MicnError(f"{path}: the file is empty; expected {_EXPECTED}.")
+    if not votes and len(long_lines) == seen:
+        what = (f"is one line of {long_lines[0]:,} bytes" if seen == 1 else
+                f"{'has' if seen < SNIFF_LINES else 'starts with'} {seen} non-blank lines, each over the limit "
+                f"(the longest has {max(long_lines):,} bytes)")
+        raise MicnError(f"{path}: the file {what}, and one record may have at most {limit_text()}; "
+                        f"expected {_EXPECTED}, one record per line.")
     if not votes:
         raise MicnError(f"{path}: unknown format: none of the first {seen} non-blank lines is {_EXPECTED}.")
     return votes.most_common(1)[0][0]
@@ -143,24 +184,25 @@ class LineRejected(ValueError):
     """A line that cannot be used; the message is the reject reason stored in `rejects`."""
 
 
-def meta_2014_row(raw: bytes) -> tuple[str, str | None, str | None, str | None, float | None]:
+def meta_2014_row(raw: bytes | LongLine) -> tuple[str, str | None, str | None, str | None, float | None]:
     """(item_id, category, title, brand, price) of one 2014 metadata line, or LineRejected.
 
     Rules (docs/commands.md, "micn ingest"): `asin` a non-empty string or an integer; `categories` absent, null
     or a list of category paths, each a list of strings; category = the last element of the
     first path (DIEN's `categories[0][-1]`), None (later 'default_cat') when there is no path.
+    A reason's quoted values are `marked` (their path in the record).
     """
-    if line_bytes(raw) > MAX_LINE_BYTES:
+    if isinstance(raw, LongLine):
         raise LineRejected(too_long(raw))
     record = parse_literal(raw)
     item_id = _item_id(record.get("asin"))
     category = _first_path_leaf(record.get("categories"))
     title, brand = _text(record.get("title")), _text(record.get("brand"))
-    for name, value, ids in (("asin", item_id, True), ("categories", category, True), ("title", title, False),
-                             ("brand", brand, False)):
+    for name, value, ids, path in (("asin", item_id, True, "asin"), ("categories", category, True, "categories[0][-1]"),
+                                   ("title", title, False, "title"), ("brand", brand, False, "brand")):
         problem = _text_problem(value, ids)
         if problem:
-            raise LineRejected(f"{name} {_shown(value)} {problem}")
+            raise LineRejected(f"{name} {marked(path, value)} {problem}")
     return item_id, category, title, brand, _price(record.get("price"))
 
 
@@ -182,8 +224,27 @@ def line_bytes(raw: bytes) -> int:
     return len(raw.rstrip(b"\r\n"))
 
 
-def too_long(raw: bytes) -> str:
-    return f"line of {line_bytes(raw):,} bytes is over the {MAX_LINE_BYTES // 2**20} MiB limit of one record"
+def limit_text(limit: int | None = None) -> str:
+    """A size limit as a reason words it: "4 MiB", or its bytes."""
+    limit = MAX_LINE_BYTES if limit is None else limit
+    return f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+
+
+def too_long(line: LongLine) -> str:
+    start = shown_text(line.head[:4 * _SHOWN_CHARS].decode("utf-8", errors="backslashreplace"))
+    return f"line of {line.length:,} bytes is over the {limit_text()} limit of one record; it starts {start}"
+
+
+def marked(path: str, value: object) -> str:
+    """A value as a reason quotes it: `path` (a key, then [i] per list index; [-1] the last element)
+    and the fallback text, between unit separators (no JSON or Python text holds one unescaped)."""
+    return f"\x1f{path}\x1f{_shown(value)}\x1f"
+
+
+def shown_text(text: str) -> str:
+    """At most _SHOWN_CHARS characters of a value's text, control characters escaped."""
+    cut = text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in cut)
 
 
 def parse_literal(raw: bytes) -> dict:
@@ -205,13 +266,20 @@ def parse_literal(raw: bytes) -> dict:
             pass
         except RecursionError:
             raise LineRejected(f"not a Python dict literal: {_TOO_DEEP}") from None
-    try:
-        record = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
-        try:  # the same records re-written as JSON (true/null) are welcome too
+    if len(raw) > MAX_LITERAL_BYTES:
+        try:  # a line of JSON needs no literal parser
             record = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
-            raise LineRejected(f"not a Python dict literal: {type(e).__name__}: {_first_line(e)}") from None
+            raise LineRejected(f"line of {line_bytes(raw):,} bytes needs Python's literal parser, which is given at most "
+                               f"{limit_text(MAX_LITERAL_BYTES)} (as JSON it may have {limit_text()})") from None
+    else:
+        try:
+            record = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+            try:  # the same records re-written as JSON (true/null) are welcome too
+                record = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                raise LineRejected(f"not a Python dict literal: {type(e).__name__}: {_first_line(e)}") from None
     if not isinstance(record, dict):
         raise LineRejected(f"a Python {type(record).__name__} literal, expected a dict with 'asin' and 'categories'")
     return record
@@ -230,7 +298,7 @@ def _kind(value: object) -> str:
 
 def _shown(value: object) -> str:
     text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
 
 
 def _item_id(asin: object) -> str:
@@ -240,7 +308,7 @@ def _item_id(asin: object) -> str:
         return str(asin)
     if asin is None or isinstance(asin, str):
         raise LineRejected("asin missing, null or empty")
-    raise LineRejected(f"asin is {_kind(asin)} ({_shown(asin)}); expected a string or an integer")
+    raise LineRejected(f"asin is {_kind(asin)} ({marked('asin', asin)}); expected a string or an integer")
 
 
 def _first_path_leaf(categories: object) -> str | None:
@@ -249,13 +317,13 @@ def _first_path_leaf(categories: object) -> str | None:
         return None
     expected = "expected a list of category paths, each a list of strings"
     if not isinstance(categories, list):
-        raise LineRejected(f"categories is {_kind(categories)} ({_shown(categories)}); {expected}")
+        raise LineRejected(f"categories is {_kind(categories)} ({marked('categories', categories)}); {expected}")
     for i, path in enumerate(categories):
         if not isinstance(path, list):
-            raise LineRejected(f"categories[{i}] is {_kind(path)} ({_shown(path)}); {expected}")
+            raise LineRejected(f"categories[{i}] is {_kind(path)} ({marked(f'categories[{i}]', path)}); {expected}")
         for j, name in enumerate(path):
             if not isinstance(name, str):
-                raise LineRejected(f"categories[{i}][{j}] is {_kind(name)} ({_shown(name)}); {expected}")
+                raise LineRejected(f"categories[{i}][{j}] is {_kind(name)} ({marked(f'categories[{i}][{j}]', name)}); {expected}")
     if categories and categories[0]:
         return categories[0][-1].strip() or None
     return None
@@ -276,9 +344,7 @@ def _price(value: object) -> float | None:
 
 
 def explain_unparseable(raw: bytes) -> str:
-    """Why DuckDB's JSON reader returned nothing for this line."""
-    if line_bytes(raw) > MAX_LINE_BYTES:
-        return too_long(raw)
+    """Why DuckDB's JSON reader returned nothing for this line (one of at most MAX_LINE_BYTES)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -289,7 +355,7 @@ def explain_unparseable(raw: bytes) -> str:
         return f"JSON {_TOO_DEEP} (over Python's recursion limit); expected one flat JSON object per line"
     except json.JSONDecodeError as e:
         try:
-            if isinstance(ast.literal_eval(text.strip()), dict):
+            if len(text) <= MAX_LITERAL_BYTES and isinstance(ast.literal_eval(text.strip()), dict):
                 return "a Python dict literal, not JSON (single quotes?); expected one JSON object per line"
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             pass
@@ -299,7 +365,9 @@ def explain_unparseable(raw: bytes) -> str:
     if not isinstance(value, dict):
         return f"a JSON {type(value).__name__}, expected one JSON object per line"
     for key, field in value.items():  # a \\ud800 escape decodes to a lone surrogate, which DuckDB refuses
-        for name, text in ((key, key), (key, field)):
+        for text, is_key in ((key, True), (field, False)):
             if isinstance(text, str) and _text_problem(text, is_id=False):
-                return f"{name} {_shown(text)} holds a lone surrogate (a \\ud800-\\udfff escape), which is not a Unicode character"
+                shown = marked(key, text) if not is_key and key.isidentifier() else _shown(text)
+                return (f"{'a key' if is_key else key} {shown} holds a lone surrogate (a \\ud800-\\udfff escape), "
+                        "which is not a Unicode character")
     return "a JSON object without any of the expected fields (reviewerID, asin, overall, unixReviewTime)"

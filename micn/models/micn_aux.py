@@ -54,12 +54,17 @@ asked for, so with the ablation flag the module tree, the parameter creation ord
 draws are exactly the capsule-only form's
 (tests/test_micn_release.py::test_capsule_only_ablation_matches_the_reference_commit_bit_for_bit).
 
-L_micn, per batch: rows with label 1 and a non-empty history (the paper computes MICN's loss on
-positive samples only; a user with no behavior has no interest to learn from); for each, the
-capsules of its history, v_u by label-aware attention towards the clicked item, and a sampled
-softmax of that item against `n_neg` candidates drawn once per batch (uniform or log-uniform
-over the real item ids, with logQ correction and accidental hits masked); mean over rows, 0
-when there is no such row.
+L_micn, per batch: a set of (behaviours -> positive item) pairs; for each, the capsules of the
+behaviours, v_u by label-aware attention towards the positive, and a sampled softmax of the
+positive against `n_neg` candidates drawn once per batch (uniform or log-uniform over the real
+item ids, with logQ correction and accidental hits masked); mean over pairs, 0 when there is
+none. Which pairs is `supervision`:
+- `target` (the paper, default): rows with label 1 and a non-empty history -> the clicked item
+  (the paper computes MICN's loss on positive samples only; a user with no behavior has no
+  interest to learn from). One pair per positive row and pass.
+- `history` (ours, MIND's feed): every row with at least two behaviours, whatever its label,
+  gives one pair: a prefix of its history -> the behaviour that follows it, the prefix length
+  drawn uniformly by MICN's generator. Only the history is read, never the row's target.
 
 Choices the paper leaves open (see `micn/nn/capsule.py` for the routing ones):
 - d_aux is split item ⌈d_aux/2⌉ ⊕ category ⌊d_aux/2⌋ (36 = 18 + 18, like e_orig); init N(0, 0.01²).
@@ -269,32 +274,103 @@ class MICNAux(nn.Module):
         return norms[0], norms[1]
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """L_micn of the batch's positive rows with a history; gradients into e_aux scaled by 1 − φ."""
+        """L_micn of the batch (`cfg.supervision`); gradients into e_aux scaled by 1 − φ."""
         if self.training:
             self.observe(batch)
-        rows = ((batch.label > 0.5) & (batch.hist_len > 0)).nonzero().squeeze(1)  # (N,)
-        if rows.numel() == 0:
+        if self.cfg.supervision == "history":
+            pairs = next_behaviour_pairs(batch, self.generator)
+        else:
+            pairs = clicked_target_pairs(batch)
+        if pairs.rows.numel() == 0:
             return self.routing.S.new_zeros(())
-        lengths = batch.hist_len[rows]  # (N,)
-        L = int(lengths.max())
-        T = batch.hist_items.shape[1]
-        hist_items = batch.hist_items[rows, T - L :]  # (N, L): the window that holds every real behavior
-        hist_categories = batch.hist_categories[rows, T - L :]
-        targets = batch.item[rows]  # (N,)
+        return self._sampled_loss(pairs, batch.user[pairs.rows])
+
+    def _sampled_loss(self, pairs: Pairs, users: torch.Tensor) -> torch.Tensor:
+        """Mean sampled softmax of each pair's positive against `n_neg` candidates, from the capsules
+        of its behaviours and label-aware attention towards the positive."""
+        targets = pairs.items  # (N,)
         neg_ids, neg_log_count = sample_candidates(self.cfg.n_neg, self.n_items, self.cfg.sampler,
                                                    generator=self.generator, device=targets.device)  # (M,), (M,)
 
         # One lookup for history, targets and candidates: one embedding backward instead of three.
-        N, M = rows.numel(), neg_ids.numel()
-        items = torch.cat([hist_items.reshape(-1), targets, neg_ids])
-        categories = torch.cat([hist_categories.reshape(-1), batch.category[rows], self.item_category[neg_ids]])
+        (N, L), M = pairs.hist_items.shape, neg_ids.numel()
+        items = torch.cat([pairs.hist_items.reshape(-1), targets, neg_ids])
+        categories = torch.cat([pairs.hist_categories.reshape(-1), pairs.categories, self.item_category[neg_ids]])
         e = self.embed(items, categories)  # (N·L + N + M, D)
         self.track_grad(e, items, categories, "micn")
         e = scale_grad(e, 1.0 - self.cfg.phi)
         hist, target, sampled = e.split([N * L, N, M])  # split, not slices: its backward is one cat
         hist = hist.view(N, L, -1)  # (N, L, D); target (N, D), sampled (M, D)
 
-        routing = self.routing(hist, lengths, self.generator)
-        vectors = self.user_vectors(routing, batch.user[rows])  # (N, K, D); the capsules in the capsule-only form
+        routing = self.routing(hist, pairs.lengths, self.generator)
+        vectors = self.user_vectors(routing, users)  # (N, K, D); the capsules in the capsule-only form
         user, _ = label_aware_attention(vectors, routing.active, target, self.cfg.pow_p)  # (N, D)
         return sampled_softmax_loss(user, target, targets, sampled, neg_ids, neg_log_count).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+    """L_micn's training pairs: behaviours (N, L) left-padded (their last `lengths` positions are
+    real) -> the positive item and its category (N,), for the batch rows `rows` (N,)."""
+
+    rows: torch.Tensor
+    hist_items: torch.Tensor
+    hist_categories: torch.Tensor
+    lengths: torch.Tensor
+    items: torch.Tensor
+    categories: torch.Tensor
+
+
+def clicked_target_pairs(batch: Batch) -> Pairs:
+    """The paper's supervision: each positive row with a history -> its clicked target (the paper
+    computes MICN's loss on positive samples only; a user with no behaviour has no interest)."""
+    rows = ((batch.label > 0.5) & (batch.hist_len > 0)).nonzero().squeeze(1)  # (N,)
+    lengths = batch.hist_len[rows]
+    L = int(lengths.max()) if rows.numel() else 1
+    T = batch.hist_items.shape[1]
+    return Pairs(rows, batch.hist_items[rows, T - L:], batch.hist_categories[rows, T - L:], lengths,
+                 batch.item[rows], batch.category[rows])
+
+
+def next_behaviour_pairs(batch: Batch, generator: torch.Generator | None = None) -> Pairs:
+    """MIND's feed: for every row with at least two behaviours, whatever its label, one position k
+    drawn uniformly from 1 .. n − 1 of its n behaviours; the first k behaviours -> the (k+1)-th.
+
+    Over a run, every (prefix -> next behaviour) pair of the training histories can be drawn. Only
+    the row's history is read, never its target or label: the positive is a behaviour that came
+    before the sample's target, and its prefix only what came before the positive
+    (`check_before_positive` holds this on every batch)."""
+    T = batch.hist_items.shape[1]
+    rows = (batch.hist_len >= 2).nonzero().squeeze(1)  # (N,)
+    n = batch.hist_len[rows].long()  # (N,) behaviours of each row
+    k = draw_prefix_lengths(n, generator)  # (N,)
+    positive = T - n + k  # (N,) index of the positive in the left-padded history
+    check_before_positive(positive, k, n, T)
+    L = int(k.max()) if rows.numel() else 1
+    # Prefix j of each row, right-aligned in an (N, L) window: window slot i holds index positive − L + i.
+    index = positive.unsqueeze(1) - L + torch.arange(L, device=rows.device).unsqueeze(0)  # (N, L)
+    real = torch.arange(L, device=rows.device).unsqueeze(0) >= (L - k).unsqueeze(1)  # (N, L)
+    index = index.clamp(min=0)
+    hist_items = batch.hist_items[rows].gather(1, index).masked_fill(~real, PADDING_ID)
+    hist_categories = batch.hist_categories[rows].gather(1, index).masked_fill(~real, PADDING_ID)
+    items = batch.hist_items[rows, positive]
+    categories = batch.hist_categories[rows, positive]
+    return Pairs(rows, hist_items, hist_categories, k, items, categories)
+
+
+def draw_prefix_lengths(n: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N,) k uniform on 1 .. n − 1 for rows of n >= 2 behaviours: how many behaviours precede the positive."""
+    u = torch.rand(n.shape, generator=generator, device=n.device, dtype=torch.float64)
+    return torch.minimum(1 + (u * (n - 1)).long(), n - 1)
+
+
+def check_before_positive(positive: torch.Tensor, k: torch.Tensor, n: torch.Tensor, T: int) -> None:
+    """Every pair reads only the past: the positive is a real behaviour (inside the row's n, so
+    before the sample's target) after at least one behaviour, and its prefix (k behaviours)
+    ends just before it. A violation is a bug that would leak the future into L_micn."""
+    first = T - n  # (N,) index of each row's first behaviour
+    ok = (positive >= first + 1) & (positive <= T - 1) & (k == positive - first)
+    if not bool(ok.all()):
+        bad = int((~ok).nonzero()[0, 0])
+        raise AssertionError(f"L_micn pair {bad} would read past its positive: positive index {int(positive[bad])}, "
+                             f"prefix length {int(k[bad])}, behaviours {int(n[bad])} of a {T}-long history")

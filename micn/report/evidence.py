@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from micn.report.formatting import fmt
-from micn.report.labels import BACKBONE_LABELS, VARIANT_LABELS
+from micn.report.labels import BACKBONE_LABELS, VARIANT_LABELS, variant_label
 
 TWO_LN2 = 1.3862943611198906  # DIEN's auxiliary loss at chance: BCE of 1/2 on a positive and a negative
 DIEN_AUX_MARGIN = 0.01  # a validation aux loss >= 2 ln 2 - this has not learned
@@ -52,7 +52,7 @@ def capsule_cells(runs: pl.DataFrame) -> pl.DataFrame:
     its shuffled baseline and the capsules' nearest-item overlap, and the number of runs."""
     micn = runs.filter((pl.col("status") == "ok") & (pl.col("variant") == "micn")
                        & (pl.col("capsule_purity").is_not_null() | pl.col("capsule_overlap").is_not_null()))
-    keys = ["dataset", "backbone", "variant", "phi", "max_len"]
+    keys = ["dataset", "backbone", "variant", "supervision", "phi", "max_len"]
     return (micn.group_by(keys).agg(pl.len().alias("n"), pl.col("capsule_purity").mean(),
                                     pl.col("capsule_purity_shuffled").mean(), pl.col("capsule_overlap").mean())
             .sort(keys, nulls_last=False))
@@ -69,7 +69,7 @@ def _collapsed(overlap) -> bool:
 def _cell_name(r: dict) -> str:
     phi = "" if r["phi"] is None else f" φ {r['phi']:g}"
     return (f"{r['dataset']} {BACKBONE_LABELS.get(r['backbone'], r['backbone'])} "
-            f"{VARIANT_LABELS.get(r['variant'], r['variant'])}{phi} len {r['max_len']}")
+            f"{variant_label(r)}{phi} len {r['max_len']}")
 
 
 def capsule_warnings(runs: pl.DataFrame) -> list[str]:
@@ -131,13 +131,13 @@ def evidence_rows(runs: pl.DataFrame) -> list[list[str]]:
 def _evidence_cells(ok: pl.DataFrame) -> pl.DataFrame:
     """Per cell (dataset, length, backbone, variant, φ) of the ok runs `ok`: the means of the learning
     evidence and of the selected epoch and step, and the number of runs."""
-    return (ok.group_by(["dataset", "max_len", "backbone", "variant", "phi"])
+    return (ok.group_by(["dataset", "max_len", "backbone", "variant", "supervision", "phi"])
             .agg(pl.len().alias("n"), pl.col("micn_retrieval_k").max().alias("k"),
                  pl.col("micn_recall").mean(), pl.col("popularity_recall").mean(), pl.col("dien_aux").mean(),
                  pl.col("grad_ratio").mean(), pl.col("capsule_purity").mean(), pl.col("capsule_purity_shuffled").mean(),
                  pl.col("capsule_overlap").mean(), pl.col("best_epoch").mean(), pl.col("best_step").mean(),
                  pl.col("epochs").mean())
-            .sort(["dataset", "max_len", "backbone", "variant", "phi"], nulls_last=False))
+            .sort(["dataset", "max_len", "backbone", "variant", "supervision", "phi"], nulls_last=False))
 
 
 def _evidence_row(r: dict) -> list[str]:
@@ -156,7 +156,7 @@ def _evidence_row(r: dict) -> list[str]:
     if r["best_step"] is not None:
         selected += f" (step {r['best_step']:.0f})"
     return [r["dataset"], str(r["max_len"]), BACKBONE_LABELS.get(r["backbone"], r["backbone"]),
-            VARIANT_LABELS.get(r["variant"], r["variant"]), "–" if r["phi"] is None else f"{r['phi']:g}",
+            variant_label(r), "–" if r["phi"] is None else f"{r['phi']:g}",
             "–" if r["k"] is None else str(r["k"]), recall, aux, fmt(r["grad_ratio"], 2), purity, overlap,
             selected, str(r["n"])]
 

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from micn.report.labels import BACKBONE_LABELS, MECHANISM, VARIANT_COLOURS, VARIANT_LABELS  # noqa: E402
+from micn.report.labels import BACKBONE_LABELS, MECHANISM, VARIANT_COLOURS, VARIANT_LABELS, series_key  # noqa: E402
 
 # The figures `draw_figures` draws, by file name: the only PNGs it ever deletes.
 FIGURES = ("auc_by_backbone.png", "learning_curves.png", "phi_sweep.png", "max_len.png", "mechanism.png")
@@ -68,14 +68,16 @@ def auc_figure(table2: pl.DataFrame, path: Path) -> Path | None:
     for ax, dataset in zip(axes[0], datasets):
         d = df.filter(pl.col("dataset") == dataset)
         backbones = list(dict.fromkeys(d["backbone"]))
-        variants = [v for v in VARIANT_LABELS if v in set(d["variant"])]
+        d = d.with_columns(series=pl.struct("variant", "supervision").map_elements(series_key, return_dtype=pl.String))
+        variants = [v for v in VARIANT_COLOURS if v in set(d["series"])]
         width = 0.8 / len(variants)
         for i, variant in enumerate(variants):
-            v = {r["backbone"]: r for r in d.filter(pl.col("variant") == variant).iter_rows(named=True)}
+            v = {r["backbone"]: r for r in d.filter(pl.col("series") == variant).iter_rows(named=True)}
             xs = [j + (i - (len(variants) - 1) / 2) * width for j, b in enumerate(backbones) if b in v]
             ax.bar(xs, [v[b]["auc_mean"] for b in backbones if b in v], width=width,
                    yerr=[v[b]["auc_std"] or 0 for b in backbones if b in v], capsize=4,
-                   label="+ MICN" if variant == "micn" else variant, color=VARIANT_COLOURS.get(variant, "grey"))
+                   label=f"+ {variant.replace('micn', 'MICN')}" if variant.startswith("micn") else variant,
+                   color=VARIANT_COLOURS.get(variant, "grey"))
         oracle = d["oracle_auc"].drop_nulls()
         if oracle.len():
             ax.axhline(oracle.mean(), ls="--", color="black", lw=1, label=f"oracle {oracle.mean():.3f}")
@@ -159,18 +161,23 @@ def sweep_figure(table: pl.DataFrame, column: str, label: str, path: Path) -> Pa
 
 
 def mechanism_figure(df: pl.DataFrame, path: Path) -> Path | None:
-    """MICN − control lift of test AUC against κ with its 95 % interval, one series per backbone;
-    on a second axis the two ceilings per κ (oracle, history-only)."""
+    """MICN − control lift of test AUC against κ with its 95 % interval, one series per backbone and
+    supervision (the paper's `target` solid, `history` dashed); on a second axis the two ceilings
+    per κ (oracle, history-only)."""
     micn = df.filter((pl.col("variant") == "micn") & pl.col("lift_control_mean").is_not_null())
     if not micn.height:
         return None
     fig, (ax, top) = plt.subplots(1, 2, figsize=(11, 4))
     offsets = {"wide_deep": -0.012, "din": 0.0, "dien": 0.012}  # side by side at each κ
-    for (backbone,), g in micn.sort("kappa").group_by(["backbone"], maintain_order=True):
+    colours = dict(zip(BACKBONE_LABELS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for (backbone, supervision), g in micn.sort("kappa").group_by(["backbone", "supervision"], maintain_order=True):
         low = (g["lift_control_mean"] - g["lift_control_ci_low"]).fill_null(0)
         high = (g["lift_control_ci_high"] - g["lift_control_mean"]).fill_null(0)
-        ax.errorbar(g["kappa"] + offsets.get(backbone, 0.0), g["lift_control_mean"], yerr=[low, high], marker="o",
-                    capsize=3, label=BACKBONE_LABELS.get(backbone, backbone))
+        history = supervision == "history"
+        ax.errorbar(g["kappa"] + offsets.get(backbone, 0.0) + (0.004 if history else 0.0), g["lift_control_mean"],
+                    yerr=[low, high], marker="s" if history else "o", linestyle="--" if history else "-",
+                    capsize=3, color=colours.get(backbone),
+                    label=BACKBONE_LABELS.get(backbone, backbone) + (" (history)" if history else ""))
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("κ (probability that an item serves its category's topic)")
     ax.set_ylabel("MICN − control, test AUC")

@@ -11,4 +11,18 @@ TITLES = {**TABLES, MECHANISM: "The mechanism experiment: MICN − control again
 # Display order too: tables and figures list backbones and variants in this order.
 BACKBONE_LABELS = {"wide_deep": "Wide&Deep", "din": "DIN", "dien": "DIEN"}
 VARIANT_LABELS = {"base": "base", "control": "control", "micn": "MICN"}
-VARIANT_COLOURS = {"base": "#7570b3", "control": "#1b9e77", "micn": "#d95f02"}
+VARIANT_COLOURS = {"base": "#7570b3", "control": "#1b9e77", "micn": "#d95f02", "micn (history)": "#e7298a"}
+
+
+def variant_label(row: dict) -> str:
+    """A cell's variant as the report shows it: "MICN" is the paper's supervision, "MICN (history)"
+    the next-behaviour one; an ablated base run names its ablation."""
+    label = VARIANT_LABELS.get(row["variant"], row["variant"])
+    if row.get("supervision") == "history":
+        label += " (history)"
+    return label + (f", {row['ablation']}" if row.get("ablation") else "")
+
+
+def series_key(row: dict) -> str:
+    """The key of a cell's colour and bar: the variant, with the `history` supervision apart."""
+    return "micn (history)" if row.get("supervision") == "history" else row["variant"]

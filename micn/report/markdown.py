@@ -12,7 +12,7 @@ import polars as pl
 
 from micn.report.evidence import OVERLAP_COLLAPSED, PURITY_MARGIN, TWO_LN2, ceiling_rows, evidence_rows, not_learned
 from micn.report.formatting import fmt, interval, markdown_table, mean_std
-from micn.report.labels import BACKBONE_LABELS, MECHANISM, TABLES, VARIANT_LABELS
+from micn.report.labels import BACKBONE_LABELS, MECHANISM, TABLES, variant_label
 from micn.report.mechanism import mechanism_section
 
 VARIANTS_TEXT = (
@@ -135,7 +135,7 @@ def _cell_rows(df: pl.DataFrame, first: str) -> list[list[str]]:
         lead = {"backbone": BACKBONE_LABELS.get(r["backbone"], r["backbone"]),
                 "phi": "–" if r["phi"] is None else f"{r['phi']:g}",
                 "max_len": str(r["max_len"])}[first]
-        rows.append([r["dataset"], lead, VARIANT_LABELS.get(r["variant"], r["variant"]),
+        rows.append([r["dataset"], lead, variant_label(r),
                      mean_std(r["auc_mean"], r["auc_std"]), mean_std(r["gauc_mean"], r["gauc_std"]),
                      fmt(r["logloss_mean"]), _lift(r), _lift_control(r), _runs(r), fmt(r["oracle_auc"]),
                      fmt(r.get("history_only_auc"))])

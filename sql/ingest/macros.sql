@@ -33,6 +33,13 @@ create or replace temp macro json_kind(t) as
 create or replace temp macro json_shown(j) as
     case when length(j::varchar) > 40 then left(j::varchar, 40) || '...' else j::varchar end;
 
+-- A value as a reason quotes it: its path in the record and json_shown, between unit separators
+-- (chr(31), which no JSON text holds unescaped). The reader re-writes values (1e10 comes back as
+-- 10000000000.0, "\u0041" as "A"), so micn.data.ingest.rejects replaces the mark by the value's
+-- text in the line, and shows json_shown only when it cannot find it.
+create or replace temp macro json_quoted(path, j) as
+    chr(31) || path || chr(31) || json_shown(j) || chr(31);
+
 -- An id (reviewerID, asin): a string (trimmed; empty is NULL) or an integer (its digits); else NULL.
 create or replace temp macro json_id(j) as
     case when starts_with(j::varchar, '"') then nullif(trim(json_string(j)), '') else json_integer_text(j) end;
@@ -42,5 +49,5 @@ create or replace temp macro json_id_problem(field, j) as
     case
         when j is null or json_type(j) in ('NULL', 'VARCHAR') then field || ' missing, null or empty'
         when json_type(j) not in ('BIGINT', 'UBIGINT')
-            then field || ' is ' || json_kind(json_type(j)) || ' (' || json_shown(j) || '); expected a string or an integer'
+            then field || ' is ' || json_kind(json_type(j)) || ' (' || json_quoted(field, j) || '); expected a string or an integer'
     end;

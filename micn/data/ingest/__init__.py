@@ -16,9 +16,9 @@ How a file is read:
   without them; only when a file has rejects or duplicates is it read again with them. The
   offending lines' raw text and a precise reason ("invalid UTF-8", "JSON array", ...) then
   come from one streaming pass in Python over those files.
-* A line longer than `MAX_LINE_BYTES` (DuckDB's default object size) makes DuckDB refuse the
-  whole file; the file is then read again with the limit raised to its longest line, and the
-  long lines become rejects.
+* DuckDB never sees a line over `MAX_LINE_BYTES` (`micn.data.formats`, 4 MiB): a streaming pass
+  in blocks looks for one first, and a file that has one is read through a temporary copy in
+  which each such line is `{}` (a reject, worded from the original line).
 * 2014 metadata is not JSON but one Python literal per line: it is parsed with
   `ast.literal_eval` (never `eval`) in a streaming pass (`micn.data.formats.meta_2014_row`).
 

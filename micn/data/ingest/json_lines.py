@@ -1,94 +1,118 @@
 """JSON-lines files (reviews, 2018 metadata) through DuckDB's JSON reader, into staging tables.
 
 `ignore_errors` makes a line DuckDB cannot parse an all-NULL row, so every non-blank line is a
-row (`rec_no` counts them) and the staging model gives it a reject reason. A line longer than
-`MAX_LINE_BYTES` makes DuckDB refuse the whole file; the file is then measured in one streaming
-pass, read again with the limit raised to its longest line, and its long lines flagged as rejects.
+row (`rec_no` counts them) and the staging model gives it a reject reason.
+
+DuckDB is never handed a line over `MAX_LINE_BYTES`: it would hold the line and its parse (~25
+bytes of memory per byte of a line of small values), and its own `maximum_object_size` is loose
+(DuckDB 2.0 reads lines of up to about twice it, and of up to 32 MiB whatever it is). So one
+streaming pass in blocks (`_has_long_line`, no line held) looks for a longer line first; a file
+that has one is read through a copy in which each such line is `{}`, an all-NULL row and so a
+reject, whose reason `micn.data.ingest.rejects` words from the original line.
 """
 
 from __future__ import annotations
 
+import gzip
+import shutil
+import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
-from micn.data.formats import MAX_LINE_BYTES, is_gzip, line_bytes, open_binary, ts_window
+from micn.data.formats import MAX_LINE_BYTES, LongLine, is_gzip, limit_text, open_binary, read_lines, ts_window
 from micn.data.sql import create_table_as, execute, load_sql
 from micn.errors import MicnError
 
-# The largest line DuckDB is asked to hold when a file has lines over MAX_LINE_BYTES; a longer one
-# (a file without newlines, most likely) refuses the file with a clear message.
-MAX_READ_BYTES = 2**30
-OVERSIZE_REASON = "line over the size limit"  # placeholder in staging; `formats.too_long` words it
+_BLOCK_BYTES = 2**20  # what `_has_long_line` reads at once
 
 
-@dataclass
-class Sizes:
-    """Per input file (by index): DuckDB's object-size limit and its over-long lines (rec_no → bytes)."""
+class Readable:
+    """What DuckDB reads for each JSON file: the file, or a copy without its lines over the limit
+    (in a temporary folder inside `work_dir`, removed by `close`)."""
 
-    limits: dict[int, int] = field(default_factory=dict)
-    oversize: dict[int, dict[int, int]] = field(default_factory=dict)
+    def __init__(self, work_dir: Path):
+        self.work_dir = work_dir
+        self._tmp: Path | None = None
+        self._paths: dict[Path, Path] = {}
+
+    def path(self, path: Path) -> Path:
+        if path not in self._paths:
+            self._paths[path] = self._without_long_lines(path) if _has_long_line(path) else path
+        return self._paths[path]
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _without_long_lines(self, path: Path) -> Path:
+        """A copy of the file with `{}` for each line over the limit (gzip if the file is); the file
+        itself when no line is over it after all (`_has_long_line` counts a '\\r' too)."""
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix=".micn-ingest-", dir=self.work_dir))
+        copy = self._tmp / f"{len(self._paths)}.json"
+        found = False
+        try:
+            with gzip.open(copy, "wb", compresslevel=1) if is_gzip(path) else open(copy, "wb") as out:
+                for line in raw_lines(path):
+                    found = found or isinstance(line, LongLine)
+                    out.write(b"{}\n" if isinstance(line, LongLine) else line)
+        except OSError as e:
+            raise MicnError(f"{path} has lines over the {limit_text()} limit of one record, so it is read through a copy "
+                            f"without them in {self._tmp}, and writing that copy failed ({e}); nothing was written. "
+                            "Free some space there and run the ingest again.") from e
+        return copy if found else path
+
+
+def _has_long_line(path: Path) -> bool:
+    """Whether a line may be over MAX_LINE_BYTES: blocks of at most the limit, so only a run of
+    bytes across blocks without a line break can be over it."""
+    block_bytes, run = min(_BLOCK_BYTES, MAX_LINE_BYTES), 0  # run: bytes since the last line break
+    try:
+        with open_binary(path) as f:
+            while block := f.read(block_bytes):
+                first = block.find(b"\n")
+                if first >= 0 and run + first > MAX_LINE_BYTES:
+                    return True
+                run = run + len(block) if first < 0 else len(block) - block.rfind(b"\n") - 1
+                if run > MAX_LINE_BYTES:
+                    return True
+    except (OSError, EOFError, zlib.error) as e:
+        raise MicnError(_damaged(path, e)) from e
+    return False
 
 
 def read_json_model(con, table: str, model: str, path: Path, file_idx: int, *, exact: bool, append: bool,
-                    sizes: Sizes) -> None:
+                    readable: Readable) -> None:
     """Stage one JSON file; `exact` numbers its non-blank lines (`rec_no`), else rec_no is NULL."""
     rec_no = "row_number() over ()" if exact else "null::bigint"
     prefix = f"select {file_idx} as file_idx, {rec_no} as rec_no, * from"
-    while True:
-        params = {"path": str(path), "compression": "gzip" if is_gzip(path) else "none",
-                  "maximum_object_size": sizes.limits.get(file_idx, MAX_LINE_BYTES), **ts_window()}
-        try:
-            if append:
-                execute(con, f"insert into {table} {prefix} ({load_sql(model)})", params)
-            else:
-                create_table_as(con, table, model, params, prefix=prefix)
-            return
-        except duckdb.InvalidInputException as e:
-            if "maximum_object_size" not in str(e) or file_idx in sizes.limits:
-                raise MicnError(_explain_read_error(path, e)) from e
-            _measure_long_lines(path, file_idx, sizes)  # then read again with the limit raised
-        except duckdb.Error as e:
-            raise MicnError(_explain_read_error(path, e)) from e
+    source = readable.path(path)
+    params = {"path": str(source), "compression": "gzip" if is_gzip(source) else "none",
+              "maximum_object_size": MAX_LINE_BYTES + 2, **ts_window()}
+    try:
+        if append:
+            execute(con, f"insert into {table} {prefix} ({load_sql(model)})", params)
+        else:
+            create_table_as(con, table, model, params, prefix=prefix)
+    except duckdb.Error as e:
+        raise MicnError(_explain_read_error(path, e)) from e
 
 
-def _measure_long_lines(path: Path, file_idx: int, sizes: Sizes) -> None:
-    """One streaming pass: the file's longest line and its lines over MAX_LINE_BYTES (by rec_no)."""
-    longest, rec_no, oversize = 0, 0, {}
-    for raw in raw_lines(path):
-        if not raw.strip():
-            continue
-        rec_no += 1
-        longest = max(longest, len(raw))
-        if line_bytes(raw) > MAX_LINE_BYTES:
-            oversize[rec_no] = line_bytes(raw)
-    if longest > MAX_READ_BYTES:
-        raise MicnError(f"{path}: a line of {longest:,} bytes (over {MAX_READ_BYTES // 2**30} GiB) cannot be read as one "
-                        "record; is this a JSON-lines file (one record per line)? Nothing was written.")
-    sizes.limits[file_idx] = longest + 1024
-    sizes.oversize[file_idx] = oversize
-
-
-def raw_lines(path: Path) -> Iterator[bytes]:
-    """The file's lines as bytes (gzip or plain); a damaged gzip stream is a MicnError."""
+def raw_lines(path: Path) -> Iterator[bytes | LongLine]:
+    """The file's lines (gzip or plain; `formats.read_lines`); a damaged gzip stream is a MicnError."""
     try:
         with open_binary(path) as f:
-            yield from f
+            yield from read_lines(f)
     except (OSError, EOFError, zlib.error) as e:
-        raise MicnError(f"{path}: the gzip stream is damaged or ends early ({e}); nothing was written. Re-download the file.") from e
+        raise MicnError(_damaged(path, e)) from e
 
 
-def flag_oversize(con, sizes: Sizes) -> None:
-    """Lines over MAX_LINE_BYTES are rejects even when they parse (their reason is worded later)."""
-    for file_idx, oversize in sizes.oversize.items():
-        for rec_no in oversize:
-            for table in ("stg_reviews", "stg_meta"):
-                execute(con, f"update {table} set reject_reason = $reason where file_idx = $file_idx and rec_no = $rec_no",
-                        {"reason": OVERSIZE_REASON, "file_idx": file_idx, "rec_no": rec_no})
+def _damaged(path: Path, e: BaseException) -> str:
+    return f"{path}: the gzip stream is damaged or ends early ({e}); nothing was written. Re-download the file."
 
 
 def _explain_read_error(path: Path, e: Exception) -> str:
@@ -98,12 +122,13 @@ def _explain_read_error(path: Path, e: Exception) -> str:
     return f"{path}: could not be read as JSON lines; nothing was written. DuckDB said: {msg}"
 
 
-def stage_reviews(con, paths: list[Path], exact: bool, sizes: Sizes) -> dict[int, float]:
+def stage_reviews(con, paths: list[Path], exact: bool, readable: Readable) -> dict[int, float]:
     """Stage every reviews file into `stg_reviews` (file_idx = its index); returns seconds per file."""
     seconds = {}
     for i, path in enumerate(paths):
         t = time.perf_counter()
-        read_json_model(con, "stg_reviews", "ingest/staging/stg_reviews", path, i, exact=exact, append=i > 0, sizes=sizes)
+        read_json_model(con, "stg_reviews", "ingest/staging/stg_reviews", path, i, exact=exact, append=i > 0,
+                        readable=readable)
         seconds[i] = time.perf_counter() - t
     return seconds
 

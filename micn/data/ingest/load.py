@@ -26,7 +26,7 @@ def ingest(
     with open_warehouse(Path(db)) as con:
         run_script(con, "ingest/schema")
         run_script(con, "ingest/macros")
-        rejects, files = stage(con, review_paths, meta_paths, formats)
+        rejects, files = stage(con, review_paths, meta_paths, formats, Path(db).parent)
         check_shrink(con, dataset, files, rejects, allow_shrink, Path(db))
         publish(con, dataset, rejects, files)
         con.execute("checkpoint")

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
 
-from micn.data.formats import LineRejected, meta_2014_row, strip_bom
-from micn.data.ingest.json_lines import Sizes, raw_lines, read_json_model
-from micn.data.ingest.rejects import raw_text
+from micn.data.formats import LineRejected, LongLine, line_bytes, meta_2014_row, strip_bom
+from micn.data.ingest.json_lines import Readable, raw_lines, read_json_model
+from micn.data.ingest.rejects import quote_values, raw_text
 
-LITERAL_CHUNK = 20_000  # 2014 metadata lines parsed and inserted per batch
+# 2014 metadata lines parsed and inserted per batch: at most this many, of at most this many bytes
+LITERAL_CHUNK = 20_000
+LITERAL_CHUNK_BYTES = 64 * 2**20
 META_COLUMNS = ("item_id", "category", "title", "brand", "price")
 META_SCHEMA = pa.schema(
     [("file_idx", pa.int64()), ("rec_no", pa.int64())]
@@ -28,7 +29,7 @@ META_SCHEMA = pa.schema(
 )
 
 
-def stage_meta(con, paths: list[Path], formats: dict[Path, str], first_file_idx: int, sizes: Sizes):
+def stage_meta(con, paths: list[Path], formats: dict[Path, str], first_file_idx: int, readable: Readable):
     """Stage metadata files into `stg_meta`; returns the 2014 literal rejects and seconds per file."""
     con.register("empty_meta", META_SCHEMA.empty_table())
     con.execute("create or replace temp table stg_meta as select * from empty_meta")
@@ -38,7 +39,8 @@ def stage_meta(con, paths: list[Path], formats: dict[Path, str], first_file_idx:
     for i, path in enumerate(paths, start=first_file_idx):
         t = time.perf_counter()
         if formats[path] == "meta-2018":
-            read_json_model(con, "stg_meta", "ingest/staging/stg_meta_json", path, i, exact=True, append=True, sizes=sizes)
+            read_json_model(con, "stg_meta", "ingest/staging/stg_meta_json", path, i, exact=True, append=True,
+                            readable=readable)
         else:
             for rows, rejects in _parse_literal_meta(path):
                 con.register("meta_chunk", pa.table({"file_idx": [i] * len(rows[0]), **dict(zip(("rec_no", *META_COLUMNS), rows))}))
@@ -63,21 +65,28 @@ def _parse_literal_meta(path: Path) -> Iterator[tuple[list[list], list[tuple]]]:
         yield _parse_literal_chunk(chunk)
 
 
-def _numbered_chunks(path: Path) -> Iterator[list[tuple[int, bytes]]]:
+def _numbered_chunks(path: Path) -> Iterator[list[tuple[int, bytes | LongLine]]]:
     """Non-blank lines with their physical numbers; a byte-order mark on line 1 is dropped."""
-    numbered = ((n, strip_bom(line) if n == 1 else line) for n, line in enumerate(raw_lines(path), start=1) if line.strip())
-    while chunk := list(islice(numbered, LITERAL_CHUNK)):
+    chunk, size = [], 0
+    for n, line in enumerate(raw_lines(path), start=1):
+        if isinstance(line, LongLine) or line.strip():
+            chunk.append((n, strip_bom(line) if n == 1 and isinstance(line, bytes) else line))
+            size += line_bytes(line) if isinstance(line, bytes) else len(line.head)
+        if len(chunk) >= LITERAL_CHUNK or size >= LITERAL_CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
         yield chunk
 
 
-def _parse_literal_chunk(chunk: list[tuple[int, bytes]]) -> tuple[list[list], list[tuple]]:
+def _parse_literal_chunk(chunk: list[tuple[int, bytes | LongLine]]) -> tuple[list[list], list[tuple]]:
     cols: list[list] = [[] for _ in range(6)]
     rejects = []
     for line_no, raw in chunk:
         try:
             row = meta_2014_row(raw)
         except LineRejected as e:
-            rejects.append((line_no, str(e), raw_text(raw)))
+            rejects.append((line_no, quote_values(str(e), raw, first_key_wins=False), raw_text(raw)))
             continue
         for col, value in zip(cols, (line_no, *row)):
             col.append(value)

@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from micn.data.ingest.accounting import FileReport
+from micn.data.ingest.warehouse import WAREHOUSE_TABLES
 from micn.data.sql import execute, load_sql
 from micn.errors import MicnError
 
@@ -62,9 +63,9 @@ def publish(con, dataset: str, rejects: pa.Table, files: list[FileReport]) -> No
     params = {"dataset": dataset, "now": datetime.now(timezone.utc).replace(tzinfo=None)}
     try:
         con.execute("begin transaction")
-        for table in ("reviews", "items", "rejects", "ingest_log"):
+        for table in WAREHOUSE_TABLES:
             execute(con, f"delete from {table} where dataset = $dataset", params)
-        for table in ("reviews", "items", "rejects", "ingest_log"):
+        for table in WAREHOUSE_TABLES:
             execute(con, f"insert into {table} {load_sql(f'ingest/marts/{table}')}", params)
         con.execute("commit")
     except BaseException:

@@ -3,33 +3,51 @@
 Staging flags a refused line by its record number (`rec_no`, DuckDB's count of non-blank lines)
 and a short reason. Here one streaming pass over each file with flagged lines finds their
 physical line numbers and raw bytes, and words the reasons that need the raw text ("invalid
-UTF-8", "JSON array", an over-long line's size). The 2014 metadata rejects arrive complete from
+UTF-8", "JSON array", an over-long line's size). The 2014 metadata rejects arrive from
 `micn.data.ingest.meta`.
+
+A reason quotes a value as the line writes it (`quote_values`): the staging models and
+`micn.data.formats` mark each quoted value with its path in the record, and the mark is replaced
+by that value's text in the line; DuckDB's reader re-writes numbers (1e10 as 10000000000.0) and
+strings (\\u0041 as A), Python's parser too (1e10 as 10000000000.0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import codecs
+import json
+import re
+from collections import deque
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
 
-from micn.data.formats import MAX_LINE_BYTES, SHOWN_RAW_CHARS, explain_unparseable, line_bytes, too_long
-from micn.data.ingest.json_lines import OVERSIZE_REASON, raw_lines
+from micn.data.formats import RAW_LINE_BYTES, LongLine, explain_unparseable, line_bytes, shown_text, strip_bom, too_long
+from micn.data.ingest.json_lines import raw_lines
 from micn.data.sql import execute
 from micn.errors import MicnError
 
 REJECTS_SCHEMA = pa.schema(
     [("file_idx", pa.int64()), ("line_no", pa.int64()), ("reason", pa.string()), ("raw_line", pa.string())]
 )
+_MARK = re.compile("\x1f([^\x1f]*)\x1f([^\x1f]*)\x1f")  # formats.marked(path, shown); macros.sql json_quoted
+_PATH = re.compile(r"([A-Za-z_]\w*)((?:\[(?:-1|\d+)\])*)")
+# One token of a JSON object or a Python dict literal: a string (with its prefix), a bracket, a
+# colon or comma, a run of anything else (a number, true, None, ...), or white space.
+_TOKEN = re.compile(r"""[bBrRuU]{0,2}(?:"[^"\\]*(?:\\.[^"\\]*)*"|'[^'\\]*(?:\\.[^'\\]*)*')|[\[\](){}:,]|[^\[\](){}:,'"\s]+|\s+""")
+_OPEN, _CLOSE = "[({", "])}"
 
 
-def raw_text(raw: bytes) -> str:
-    """The raw line as `rejects.raw_line` keeps it: whole, except an over-long line's head."""
-    if line_bytes(raw) > MAX_LINE_BYTES:
-        raw = raw[:SHOWN_RAW_CHARS]
-        return raw.decode("utf-8", errors="backslashreplace") + f"... [cut: the line has over {MAX_LINE_BYTES:,} bytes]"
-    return raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+def raw_text(line: bytes | LongLine) -> str:
+    """The raw line as `rejects.raw_line` keeps it: whole up to RAW_LINE_BYTES, else its head."""
+    if isinstance(line, bytes) and line_bytes(line) <= RAW_LINE_BYTES:
+        return line.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+    head, length = (line.head, line.length) if isinstance(line, LongLine) else (line, line_bytes(line))
+    # an incremental decoder keeps back a character the cut splits in two
+    shown = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace").decode(head[:RAW_LINE_BYTES])
+    return shown + f"... [cut: the line has {length:,} bytes]"
 
 
 def collect_rejects(con, paths: list[Path], literal_rejects: list[tuple]) -> pa.Table:
@@ -44,14 +62,17 @@ def collect_rejects(con, paths: list[Path], literal_rejects: list[tuple]) -> pa.
         by_file.setdefault(file_idx, {})[rec_no] = reason
     rows = [(i, ln, reason, raw) for i, ln, reason, raw in literal_rejects]
     for file_idx, reasons in by_file.items():
-        for rec_no, line_no, raw in _locate(paths[file_idx], reasons, con, file_idx):
-            reason = reasons[rec_no]
-            if reason == OVERSIZE_REASON:
-                reason = too_long(raw)
-            elif reason == "unparseable line":
-                reason = explain_unparseable(raw)
-            rows.append((file_idx, line_no, reason, raw_text(raw)))
+        for rec_no, line_no, line in _locate(paths[file_idx], reasons, con, file_idx):
+            rows.append((file_idx, line_no, _worded(reasons[rec_no], line), raw_text(line)))
     return rows_to_rejects_table(rows)
+
+
+def _worded(reason: str, line: bytes | LongLine) -> str:
+    if isinstance(line, LongLine):  # DuckDB read it as `{}` (json_lines.Readable)
+        return too_long(line)
+    if reason == "unparseable line":
+        reason = explain_unparseable(line)
+    return quote_values(reason, line, first_key_wins=True)
 
 
 def rows_to_rejects_table(rows: list[tuple]) -> pa.Table:
@@ -60,16 +81,16 @@ def rows_to_rejects_table(rows: list[tuple]) -> pa.Table:
     return pa.table({f.name: [r[k] for r in rows] for k, f in enumerate(REJECTS_SCHEMA)}, schema=REJECTS_SCHEMA)
 
 
-def _locate(path: Path, wanted: dict[int, str], con, file_idx: int) -> Iterable[tuple[int, int, bytes]]:
-    """Map record numbers (DuckDB's non-blank lines) to physical line numbers and raw bytes."""
-    found = []
+def _locate(path: Path, wanted: dict[int, str], con, file_idx: int) -> Iterator[tuple[int, int, bytes | LongLine]]:
+    """(rec_no, physical line number, line) of the wanted record numbers (DuckDB's non-blank lines),
+    one at a time; then checks that DuckDB staged as many records as the file has."""
     rec_no = 0
-    for line_no, raw in enumerate(raw_lines(path), start=1):
-        if not raw.strip():
+    for line_no, line in enumerate(raw_lines(path), start=1):
+        if isinstance(line, bytes) and not line.strip():
             continue
         rec_no += 1
         if rec_no in wanted:
-            found.append((rec_no, line_no, raw))
+            yield rec_no, line_no, line
     staged = execute(
         con,
         "select count(*) from (select file_idx from stg_reviews union all select file_idx from stg_meta) "
@@ -81,5 +102,98 @@ def _locate(path: Path, wanted: dict[int, str], con, file_idx: int) -> Iterable[
             f"{path}: DuckDB read {staged} records but the file has {rec_no} non-blank lines, so rejected lines cannot "
             "be located; nothing was written. Please report this file."
         )
-    return found
 
+
+# --- a value as the line writes it -----------------------------------------------------------------
+
+
+def quote_values(reason: str, line: bytes | LongLine, *, first_key_wins: bool) -> str:
+    """`reason` with each marked value replaced by its text in `line` (at most 40 characters), or
+    by the mark's own text when the line does not have it. DuckDB keeps a repeated key's first
+    value, Python's parsers its last: `first_key_wins` says which one the reason is about."""
+    if "\x1f" not in reason:
+        return reason
+    text = None
+    if isinstance(line, bytes):
+        try:
+            text = strip_bom(line).decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+
+    def quoted(mark: re.Match) -> str:
+        found = raw_value(text, mark.group(1), first_key_wins) if text is not None else None
+        return mark.group(2) if found is None else shown_text(found)
+
+    return _MARK.sub(quoted, reason)
+
+
+def raw_value(text: str, path: str, first_key_wins: bool = True) -> str | None:
+    """The text of the value at `path` ("key", "key[1]", "key[0][-1]": [-1] the last element) in
+    one JSON object or Python dict literal, as written; None when it is not there. A pass over
+    tokens that builds no value: bounded memory and no recursion, whatever the nesting."""
+    parsed = _PATH.fullmatch(path)
+    if parsed is None:
+        return None
+    steps: list[str | int] = [parsed.group(1), *(int(i) for i in re.findall(r"-?\d+", parsed.group(2)))]
+    try:
+        start, end = next(_tokens(text, 0)).start(), len(text)
+        for step in steps:
+            if text[start] not in ("{" if isinstance(step, str) else "[("):
+                return None
+            spans = ((a, b) for key, a, b in _members(text, start) if not isinstance(step, str) or _key_is(key, step))
+            if step == -1 or isinstance(step, str) and not first_key_wins:
+                last = deque(spans, maxlen=1)
+                chosen = last[0] if last else None
+            else:
+                chosen = next(islice(spans, step if isinstance(step, int) else 0, None), None)
+            if chosen is None:
+                return None
+            start, end = chosen
+        return text[start:end]
+    except (StopIteration, ValueError):
+        return None
+
+
+def _tokens(text: str, pos: int) -> Iterator[re.Match]:
+    """The tokens of `text` from `pos`, white space left out; ValueError at a character no token
+    starts with (an unclosed string)."""
+    end = pos
+    for token in _TOKEN.finditer(text, pos):
+        if token.start() != end:
+            raise ValueError(f"no token at {end}")
+        end = token.end()
+        if not token.group().isspace():
+            yield token
+
+
+def _members(text: str, start: int) -> Iterator[tuple[str | None, int, int]]:
+    """(key text, value start, value end) of each member of the container that opens at `start`
+    (key None in a list or tuple)."""
+    depth, key, first, last = 0, None, None, None
+    for token in _tokens(text, start + 1):
+        t = token.group()
+        if depth == 0 and (t == "," or t in _CLOSE):
+            if first is not None:
+                yield key, first, last
+            if t != ",":
+                return
+            key, first = None, None
+            continue
+        if depth == 0 and t == ":" and text[start] == "{" and key is None:
+            key, first = text[first:last] if first is not None else "", None
+            continue
+        depth += (t in _OPEN) - (t in _CLOSE)
+        first = token.start() if first is None else first
+        last = token.end()
+    raise ValueError("the container does not close")
+
+
+def _key_is(key: str | None, name: str) -> bool:
+    if key is None or len(key) > 10 * len(name) + 4:  # an escape takes at most 10 characters for one
+        return False
+    if key.startswith('"'):
+        try:
+            return json.loads(key) == name
+        except ValueError:
+            return False
+    return key in (f"'{name}'", f'"{name}"')

@@ -1,32 +1,33 @@
 """Staging an ingest: every input file into temp tables, with its rejects and duplicates.
 
-Reviews are first read without line numbers (the fast pass); only when that pass finds rejects,
-repeated keys or over-long lines are they read again with them (the exact pass), so that each
-offending line can be located and counted.
+Reviews are first read without line numbers (the fast pass); only when that pass finds rejects
+or repeated keys are they read again with them (the exact pass), so that each offending line can
+be located and counted. A file with lines over the size limit is read through a copy without them
+in a temporary folder inside `work_dir` (`json_lines.Readable`), removed before this returns.
 """
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 from micn.data.ingest.accounting import file_reports
-from micn.data.ingest.json_lines import Sizes, flag_oversize, needs_exact_pass, stage_reviews
+from micn.data.ingest.json_lines import Readable, needs_exact_pass, stage_reviews
 from micn.data.ingest.meta import stage_meta
 from micn.data.ingest.rejects import collect_rejects, rows_to_rejects_table
 from micn.data.sql import create_table_as
 
 
-def stage(con, review_paths: list[Path], meta_paths: list[Path], formats: dict[Path, str]):
+def stage(con, review_paths: list[Path], meta_paths: list[Path], formats: dict[Path, str], work_dir: Path):
     """Stage every file and find its rejects and duplicates; returns (rejects table, file reports)."""
-    sizes = Sizes()
     paths = [*review_paths, *meta_paths]
-    seconds = stage_reviews(con, review_paths, exact=False, sizes=sizes)
-    exact = bool(sizes.oversize) or needs_exact_pass(con)
-    if exact:
-        seconds = stage_reviews(con, review_paths, exact=True, sizes=sizes)
-    literal_rejects, meta_seconds = stage_meta(con, meta_paths, formats, len(review_paths), sizes)
+    with closing(Readable(work_dir)) as readable:
+        seconds = stage_reviews(con, review_paths, exact=False, readable=readable)
+        exact = needs_exact_pass(con)
+        if exact:
+            seconds = stage_reviews(con, review_paths, exact=True, readable=readable)
+        literal_rejects, meta_seconds = stage_meta(con, meta_paths, formats, len(review_paths), readable)
     seconds.update(meta_seconds)
-    flag_oversize(con, sizes)
     con.register("literal_rejects_arrow", rows_to_rejects_table(literal_rejects))
     con.execute("create or replace temp table literal_rejects as select * from literal_rejects_arrow")
     con.unregister("literal_rejects_arrow")

@@ -1,7 +1,9 @@
 """The warehouse file of an ingest: opening it read-write, and one paragraph for every failure.
 
 A failed first ingest removes the file (and the folders) it created, so that the message
-"nothing was written" is true on disk too.
+"nothing was written" is true on disk too. An ingest writes only into a warehouse it made: a
+DuckDB database holding other tables (a user's own, the metrics database) is refused and left as
+it was. A link at --db is followed: its target is the warehouse.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from pathlib import Path
 import duckdb
 
 from micn.errors import MicnError
+from micn.outputs import anything, claim
+
+# The warehouse's tables (sql/ingest/schema.sql): a database holding them is one an ingest made.
+WAREHOUSE_TABLES = ("reviews", "items", "rejects", "ingest_log")
 
 
 @contextmanager
@@ -25,6 +31,7 @@ def open_warehouse(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """
     if db.is_dir():
         raise MicnError(f"--db {db} is a directory; expected the path of a DuckDB warehouse file, e.g. {db / 'warehouse.duckdb'}.")
+    db = claim(db, anything, what="the warehouse", command="ingest", fix="pass another --db", follow_links=True)
     existed = db.exists()
     made = _make_parents(db)
     try:
@@ -32,6 +39,8 @@ def open_warehouse(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     except (duckdb.Error, OSError) as e:
         _remove_dirs(made)
         raise MicnError(explain_warehouse_error(db, e, new=not existed and not db.exists())) from e
+    if existed:
+        _check_own(con, db)
     try:
         yield con
     except BaseException as e:
@@ -46,6 +55,20 @@ def open_warehouse(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         raise
     else:
         con.close()
+
+
+def _check_own(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """Refuse (closing `con`, nothing written) a database that holds tables or views but not the
+    warehouse's. An empty database holds nothing to lose; it is also what an ingest killed before
+    its first table leaves."""
+    names = {name for (name,) in con.execute("select table_name from information_schema.tables").fetchall()}
+    missing = [t for t in WAREHOUSE_TABLES if t not in names]
+    if names and missing:
+        con.close()
+        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        raise MicnError(f"--db {db}: a DuckDB database that `micn ingest` did not make (it holds {shown}, not the "
+                        f"warehouse's tables {', '.join(WAREHOUSE_TABLES)}), so it was left as it was and nothing was "
+                        "written. Pass another --db (a new path creates a warehouse), or move the file away.")
 
 
 def _make_parents(db: Path) -> list[Path]:

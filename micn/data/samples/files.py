@@ -1,4 +1,5 @@
-"""The names of the files a samples build writes, relative to the samples folder.
+"""The names of the files a samples build writes, relative to the samples folder, and how an
+existing one is recognised as a build's own.
 
 A module of its own because the warehouse checks (the ground truth to copy), the feature map (the
 files it names) and the publisher (what to rename, in which order) all use these names.
@@ -6,7 +7,10 @@ files it names) and the publisher (what to rename, in which order) all use these
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from micn.names import SPLITS
+from micn.outputs import Check, claim, folder_of, json_object_with, parquet_with
 
 ORACLE_DIR = "oracle"  # the copy of a synthetic world's ground truth, relative to the samples folder
 ORACLE_FILES = ("world.json", "users.parquet", "items.parquet", "categories.parquet")  # what micn.data.oracle reads
@@ -24,3 +28,27 @@ def output_names(has_oracle: bool) -> tuple[str, ...]:
     if has_oracle:
         names += [f"{ORACLE_DIR}/{name}" for name in ORACLE_FILES]
     return (*names, FEATURE_MAP)
+
+
+# How a build recognises its own files in the folder it writes: a few of the columns or keys it
+# writes (not all of them, so that a folder built by another version of micn is rebuilt too).
+OWN = {
+    **{f"{split}.parquet": parquet_with("user", "item", "label", "hist_items") for split in SPLITS},
+    "vocab_user.parquet": parquet_with("user_id", "index"),
+    "vocab_item.parquet": parquet_with("item_id", "index"),
+    "vocab_category.parquet": parquet_with("category", "index"),
+    NEGATIVE_SAMPLER: parquet_with("item_id", "count"),
+    SUMMARY: parquet_with("subject", "outcome", "n"),
+    FEATURE_MAP: json_object_with("dataset", "max_len", "padding_id"),
+}
+
+
+def check_out_folder(out_dir: Path) -> None:
+    """Before any work: every file a build puts in `out_dir` is absent or the build's own, else a
+    MicnError naming it. Each is renamed over its path, so a link there is refused too; `out_dir`
+    itself may be a link to a folder."""
+    checks: dict[str, tuple[Check, bool]] = {name: (check, False) for name, check in OWN.items()}
+    checks[ORACLE_DIR] = (folder_of(ORACLE_FILES), True)
+    for name, (check, folder) in checks.items():
+        claim(out_dir / name, check, what=f"the samples' {name}", command="samples", folder=folder,
+              fix="choose another --out (a new folder, or one `micn samples` wrote)")

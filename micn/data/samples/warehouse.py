@@ -10,17 +10,19 @@ from pathlib import Path
 
 import duckdb
 
-from micn.data.samples.files import ORACLE_FILES
+from micn.data.samples.files import ORACLE_FILES, check_out_folder
 from micn.data.sql import has_duckdb_header
 from micn.errors import MicnError
 
 
 def check_paths(db: str | Path, out_dir: str | Path) -> tuple[Path, Path]:
-    """(the resolved warehouse file, the output folder), or a MicnError saying what is wrong."""
+    """(the resolved warehouse file, the output folder), or a MicnError saying what is wrong: also
+    when the folder holds, under a name the build writes, a file the build did not write."""
     db_path = check_warehouse(db)
     out_path = Path(out_dir)
     if out_path.exists() and not out_path.is_dir():
         raise MicnError(f"out_dir {out_dir}: exists and is not a directory; give a directory for the sample files.")
+    check_out_folder(out_path)
     return db_path, out_path
 
 

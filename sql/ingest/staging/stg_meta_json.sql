@@ -41,11 +41,11 @@ final as (
                 then 'unparseable line'
             when json_id(asin) is null then json_id_problem('asin', asin)
             when category_type not in ('ARRAY', 'NULL')
-                then 'category is ' || json_kind(category_type) || ' (' || json_shown(category)
+                then 'category is ' || json_kind(category_type) || ' (' || json_quoted('category', category)
                     || '); expected a list of strings (a category path)'
             when bad_element is not null
                 then 'category[' || (bad_element - 1) || '] is ' || json_kind(json_type(category -> ('$[' || (bad_element - 1) || ']')))
-                    || ' (' || json_shown(category -> ('$[' || (bad_element - 1) || ']'))
+                    || ' (' || json_quoted('category[' || (bad_element - 1) || ']', category -> ('$[' || (bad_element - 1) || ']'))
                     || '); expected a list of strings (a category path)'
         end as reject_reason
     from checked

@@ -3,6 +3,7 @@
 -- dropped here: every row either passes or carries a reject reason.
 -- The four fields are read as JSON values and checked here, not cast by the reader: a cast would
 -- turn 12.5 into 12 and true into 1 (types, not coercions; docs/commands.md, "micn ingest", lists the rules).
+-- A reason quotes a value with json_quoted (macros.sql): the rejects step shows the line's own text of it.
 with source as (
     select *
     from read_json(
@@ -50,25 +51,25 @@ final as (
             when user_id is null or not user_id_typed then json_id_problem('reviewerID', reviewerID)
             when item_id is null or not item_id_typed then json_id_problem('asin', asin)
             when regexp_matches(user_id, '[[:cntrl:]]')
-                then 'reviewerID ' || json_shown(reviewerID) || ' holds a control character'
+                then 'reviewerID ' || json_quoted('reviewerID', reviewerID) || ' holds a control character'
             when regexp_matches(item_id, '[[:cntrl:]]')
-                then 'asin ' || json_shown(asin) || ' holds a control character'
+                then 'asin ' || json_quoted('asin', asin) || ' holds a control character'
             when unixReviewTime is null then 'unixReviewTime missing or null'
             when not ts_typed
-                then 'unixReviewTime is ' || json_kind(json_type(unixReviewTime)) || ' (' || json_shown(unixReviewTime)
+                then 'unixReviewTime is ' || json_kind(json_type(unixReviewTime)) || ' (' || json_quoted('unixReviewTime', unixReviewTime)
                     || '); expected an integer or a string of digits (seconds since 1970-01-01 UTC)'
             when ts is null
-                then 'unixReviewTime ' || ts_text || ' is out of range (over 2^63 - 1 seconds)'
+                then 'unixReviewTime ' || json_quoted('unixReviewTime', unixReviewTime) || ' is out of range (over 2^63 - 1 seconds)'
             when ts < 0
-                then 'unixReviewTime ' || ts_text || ' is negative; expected seconds since 1970-01-01 UTC'
+                then 'unixReviewTime ' || json_quoted('unixReviewTime', unixReviewTime) || ' is negative; expected seconds since 1970-01-01 UTC'
             when ts < $ts_min or ts > $ts_max
-                then 'unixReviewTime ' || ts_text || ' is outside the plausible review times ' || $ts_window
+                then 'unixReviewTime ' || json_quoted('unixReviewTime', unixReviewTime) || ' is outside the plausible review times ' || $ts_window
                     || ' (' || $ts_min || ' .. ' || $ts_max || ' seconds since 1970-01-01 UTC)'
             when overall is null then 'overall missing or null'
             when rating is null
-                then 'overall is ' || json_kind(json_type(overall)) || ' (' || json_shown(overall)
+                then 'overall is ' || json_kind(json_type(overall)) || ' (' || json_quoted('overall', overall)
                     || '); expected a number from 1 to 5'
-            when not rating between 1 and 5 then 'overall ' || json_shown(overall) || ' is outside 1 to 5'
+            when not rating between 1 and 5 then 'overall ' || json_quoted('overall', overall) || ' is outside 1 to 5'
         end as reject_reason
     from timed
 )

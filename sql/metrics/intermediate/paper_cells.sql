@@ -1,6 +1,7 @@
--- paper_cells(experiment): one row per (dataset, protocol, max_len, backbone, variant, ablation, phi)
--- of the runs an experiment asked for (ablation: the mechanism experiment's information ablations of
--- base runs, null elsewhere; ablated runs are never anyone's base): test metrics as mean ± sample std over seeds, runs counted (ok and
+-- paper_cells(experiment): one row per (dataset, protocol, max_len, backbone, variant, ablation,
+-- supervision, phi) of the runs an experiment asked for (ablation: the mechanism experiment's
+-- information ablations of base runs, null elsewhere; ablated runs are never anyone's base;
+-- supervision: what L_micn predicted, on micn rows only, each paired with the same base and control): test metrics as mean ± sample std over seeds, runs counted (ok and
 -- failed), the ceilings and the learning evidence (means over the cell's ok runs: MICN Recall@K vs
 -- popularity, DIEN aux, gradient ratio, capsule purity vs shuffled and overlap), and two paired
 -- lifts of test AUC, each the mean difference over seeds with its 95 % t interval (normal beyond
@@ -19,7 +20,7 @@ ok as (
     select * from asked where status = 'ok'
 ),
 cells as (
-    select dataset, max_len, backbone, variant, ablation, phi,
+    select dataset, max_len, backbone, variant, ablation, supervision, phi,
            count(*) filter (where status = 'ok') as n_runs,
            count(*) filter (where status = 'failed') as n_failed,
            any_value(protocol) filter (where protocol is not null) as protocol,
@@ -40,20 +41,20 @@ cells as (
            avg(train_seconds) as train_seconds_mean,
            avg(kappa) as kappa
     from asked
-    group by dataset, max_len, backbone, variant, ablation, phi
+    group by dataset, max_len, backbone, variant, ablation, supervision, phi
 ),
 base_pairs as (
-    select m.dataset, m.max_len, m.backbone, m.variant, m.ablation, m.phi, m.auc - b.auc as lift
+    select m.dataset, m.max_len, m.backbone, m.variant, m.ablation, m.supervision, m.phi, m.auc - b.auc as lift
     from ok as m
     join ok as b on b.dataset = m.dataset and b.max_len = m.max_len and b.backbone = m.backbone
                 and b.seed = m.seed and b.variant = 'base' and b.ablation is null
     where m.variant in ('control', 'micn') or m.ablation is not null
 ),
 base_lifts as (
-    select dataset, max_len, backbone, variant, ablation, phi, count(*) as n_pairs,
+    select dataset, max_len, backbone, variant, ablation, supervision, phi, count(*) as n_pairs,
            avg(lift) as lift_mean, stddev_samp(lift) as lift_std
     from base_pairs
-    group by dataset, max_len, backbone, variant, ablation, phi
+    group by dataset, max_len, backbone, variant, ablation, supervision, phi
 ),
 control_phis as (
     select distinct dataset, max_len, backbone, phi from asked where variant = 'control'
@@ -68,7 +69,7 @@ control_match as (
     group by m.dataset, m.max_len, m.backbone, m.phi
 ),
 control_pairs as (
-    select m.dataset, m.max_len, m.backbone, m.phi, k.control_phi, m.auc - c.auc as lift
+    select m.dataset, m.max_len, m.backbone, m.supervision, m.phi, k.control_phi, m.auc - c.auc as lift
     from ok as m
     join control_match as k on k.dataset = m.dataset and k.max_len = m.max_len and k.backbone = m.backbone
                            and k.phi = m.phi
@@ -77,13 +78,13 @@ control_pairs as (
     where m.variant = 'micn'
 ),
 control_lifts as (
-    select dataset, max_len, backbone, phi, any_value(control_phi) as control_phi, count(*) as n_pairs,
+    select dataset, max_len, backbone, supervision, phi, any_value(control_phi) as control_phi, count(*) as n_pairs,
            avg(lift) as lift_mean, stddev_samp(lift) as lift_std
     from control_pairs
-    group by dataset, max_len, backbone, phi
+    group by dataset, max_len, backbone, supervision, phi
 ),
 final as (
-    select c.dataset, c.protocol, c.max_len, c.backbone, c.variant, c.ablation, c.phi, c.kappa,
+    select c.dataset, c.protocol, c.max_len, c.backbone, c.variant, c.ablation, c.supervision, c.phi, c.kappa,
            c.n_runs, c.n_failed,
            c.auc_mean, c.auc_std,
            case when c.auc_std is null then printf('%.4f', c.auc_mean)
@@ -103,10 +104,12 @@ final as (
     from cells as c
     left join base_lifts as l on l.dataset = c.dataset and l.max_len = c.max_len and l.backbone = c.backbone
                              and l.variant = c.variant and l.ablation is not distinct from c.ablation
+                             and l.supervision is not distinct from c.supervision
                              and l.phi is not distinct from c.phi
     left join t_quantiles as t on t.df = l.n_pairs - 1
     left join control_lifts as k on c.variant = 'micn' and k.dataset = c.dataset and k.max_len = c.max_len
                                 and k.backbone = c.backbone and k.phi = c.phi
+                                and k.supervision is not distinct from c.supervision
     left join t_quantiles as tk on tk.df = k.n_pairs - 1
 )
 select * from final;

@@ -1,12 +1,12 @@
 -- The mechanism experiment (experiments.mechanism in params.yaml): one row per synthetic world κ,
--- backbone, variant and information ablation. MICN − control (lift_control_*) against κ is the
--- question; lift_* on ablated base rows is "ablation − base" (where the signal lives); the two
--- ceilings per world (columns: intermediate/paper_cells.sql; κ from each run's record).
+-- backbone, variant, information ablation and MICN supervision (the paper's `target` beside
+-- `history`). MICN − control (lift_control_*) against κ, per supervision, is the question; lift_*
+-- on ablated base rows is "ablation − base" (where the signal lives); the two ceilings per world (columns: intermediate/paper_cells.sql; κ from each run's record).
 with cells as (
     select * from paper_cells('mechanism')
 ),
 final as (
-    select kappa, dataset, protocol, max_len, backbone, variant, ablation, phi,
+    select kappa, dataset, protocol, max_len, backbone, variant, ablation, supervision, phi,
            n_runs, n_failed, auc_mean, auc_std, auc,
            n_pairs, lift_mean, lift_ci_low, lift_ci_high,
            control_phi, n_pairs_control, lift_control_mean, lift_control_ci_low, lift_control_ci_high,
@@ -19,4 +19,5 @@ final as (
 select * from final
 order by kappa desc, dataset, max_len,
          case backbone when 'wide_deep' then 0 when 'din' then 1 when 'dien' then 2 else 3 end, backbone,
-         case variant when 'base' then 0 when 'control' then 1 else 2 end, ablation nulls first, phi
+         case variant when 'base' then 0 when 'control' then 1 else 2 end, ablation nulls first,
+         case when supervision = 'history' then 1 else 0 end, phi

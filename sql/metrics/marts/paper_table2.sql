@@ -4,4 +4,4 @@ with final as (
 )
 select * from final
 order by dataset, max_len, case backbone when 'wide_deep' then 0 when 'din' then 1 when 'dien' then 2 else 3 end,
-         backbone, variant
+         backbone, variant, case when supervision = 'history' then 1 else 0 end

@@ -24,6 +24,7 @@ final as (
         r ->> '$.signature' as signature,
         (r ->> '$.kappa')::double as kappa,
         r ->> '$.ablation' as ablation,
+        r ->> '$.supervision' as supervision,
         (r ->> '$.metrics.auc')::double as auc,
         (r ->> '$.metrics.gauc')::double as gauc,
         (r ->> '$.metrics.logloss')::double as logloss,
