@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: env repro test test-fast bench clean-env prefect-stop mechanism electronics books
+.PHONY: env repro test test-fast bench clean-env prefect-stop mechanism electronics books scales
 
 env: $(STAMP)
 
@@ -27,10 +27,10 @@ repro: env
 test: env
 	pytest
 
-# The mechanism experiment: the κ sweep beside Table 2 in this workspace (its κ = 1 runs are
-# Table 2's, reused); `git checkout params.yaml && dvc repro` returns to the default experiment.
+# The mechanism experiment on the default world, in studies/mechanism/: the κ sweep beside Table 2,
+# DIN's information ablations and both L_micn supervisions (210 runs).
 mechanism: env
-	dvc exp run dvc.yaml -S experiments.mechanism.enabled=true
+	dvc repro studies/mechanism/dvc.yaml
 
 # Table 2 (DIN and Wide&Deep at 10 seeds) and the κ sweep of all three backbones (DIN also with the
 # `history` supervision) on the Electronics-shaped world, in studies/electronics/ (180 runs).
@@ -40,6 +40,10 @@ electronics: env
 # Table 2 on the Books-shaped world, in studies/books/ (45 runs at the paper's Books scale).
 books: env
 	dvc repro studies/books/dvc.yaml
+
+# Table 2 across scales (the default world, studies/electronics, studies/books) beside the paper's lifts.
+scales: env
+	dvc repro studies/scales/dvc.yaml
 
 test-fast: env
 	pytest -m "not integration and not e2e"

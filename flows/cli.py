@@ -44,6 +44,8 @@ COMMANDS = (
             "as one Prefect flow"),
     Command("report", "flows.report", "build metrics/metrics.duckdb from the per-run files and write reports/report.md "
             "with plots"),
+    Command("scales", "flows.scales", "put several studies' Table 2 lifts side by side with the paper's (database, "
+            "scales.md, one figure)"),
     Command("serve", "flows.pipeline", "register the scheduled pipeline deployment and run its flow runs (needs "
             "`prefect server start`)", prefect=False),
     Command("pipeline", "flows.pipeline", "run the pipeline flow once: check inputs, `dvc repro`, summarise the metrics"),

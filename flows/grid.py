@@ -27,12 +27,13 @@ from prefect.runtime import task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
+from flows._prefect import wait_for_api
 from micn.config import GridConfig
 from micn.data.layout import samples_dir
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, load_experiment, plan_runs
 from micn.grid import (GridRun, Pruned, check_outputs, failure_record, holding_root, prune, run_one, samples_hash,
-                       signature, wait_for_api, wait_for_dask, write_failure)
+                       signature, wait_for_dask, write_failure)
 
 DESCRIPTION = (
     "Train the grid of params.yaml's enabled experiments (Table 2: backbones as base, width-matched control and MICN; "

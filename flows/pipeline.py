@@ -30,7 +30,7 @@ from prefect.schedules import Cron
 from micn.config import GridConfig, load_section
 from micn.errors import MicnError
 from micn.experiment import check_raw_data, load_experiment
-from micn.grid import wait_for_api
+from flows._prefect import wait_for_api
 
 DEPLOYMENT = "nightly"
 DESCRIPTIONS = {

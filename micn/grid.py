@@ -5,7 +5,7 @@
     prune(root, planned) -> Pruned           delete the files of runs the plan leaves out
     holding_root(root)                        one `micn grid` per root at a time (a lock naming its holder)
     check_outputs(root, planned)              each planned run's paths are absent or the grid's own
-    wait_for_dask / wait_for_api(address, timeout_s)   bounded checks of what the grid talks to
+    wait_for_dask(address, timeout_s)   bounded check of the Dask scheduler the grid talks to
 
 Files per run (paths from `RunSpec`), all written through micn/record.py and micn/train.py:
 
@@ -41,7 +41,6 @@ import json
 import os
 import re
 import traceback
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -364,20 +363,6 @@ def wait_for_dask(address: str, timeout_s: float) -> int:
     if workers == 0:
         raise MicnError(f"the Dask scheduler at {address} has no workers; start some with `dask worker {address}`.")
     return workers
-
-
-def wait_for_api(url: str, timeout_s: float) -> None:
-    """The Prefect API at `url` answers its health check within `timeout_s`."""
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout_s) as r:  # noqa: S310
-            if r.status == 200:
-                return
-            why = f"HTTP {r.status}"
-    except (OSError, ValueError) as e:
-        why = _why(e)
-    raise MicnError(f"the Prefect API at {url} did not answer its health check within {timeout_s:g} s ({why}). "
-                    "Start it (`prefect server start`), fix or unset PREFECT_API_URL, or raise "
-                    "grid.connect_timeout_s.")
 
 
 def _why(e: BaseException) -> str:

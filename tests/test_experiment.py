@@ -330,3 +330,16 @@ def test_the_books_study_plans_table2_at_the_papers_books_scale():
     stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
     assert stages == yaml.safe_load((REPO / "studies" / "electronics" / "dvc.yaml").read_text())["stages"]
 
+
+
+def test_the_mechanism_study_is_the_default_pipeline_with_the_sweep_enabled():
+    """studies/mechanism: params.yaml at the root with only experiments.mechanism.enabled turned on
+    (both supervisions, as pre-registered there), and the studies' stage commands."""
+    study = REPO / "studies" / "mechanism"
+    mine, root = yaml.safe_load((study / "params.yaml").read_text()), yaml.safe_load((REPO / "params.yaml").read_text())
+    assert mine["experiments"]["mechanism"].pop("enabled") is True and root["experiments"]["mechanism"].pop("enabled") is False
+    assert mine == root
+    runs = plan_runs(load_experiment(study / "params.yaml"))
+    assert len(runs) == 3 * (3 * 4 + 2) * 5  # worlds x (backbones x (3 variants + history) + 2 ablations) x seeds
+    stages = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
+    assert stages == yaml.safe_load((REPO / "studies" / "electronics" / "dvc.yaml").read_text())["stages"]

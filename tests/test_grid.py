@@ -15,7 +15,8 @@ from micn.names import VARIANTS
 from micn.data.layout import samples_dir
 from micn.experiment import Experiment, RunSpec, plan_runs
 from micn.errors import MicnError
-from micn.grid import failure_record, prune, run_one, samples_hash, signature, wait_for_api, wait_for_dask, write_failure
+from flows._prefect import wait_for_api
+from micn.grid import failure_record, prune, run_one, samples_hash, signature, wait_for_dask, write_failure
 from micn.record import read_record, record_json, write_record
 
 
@@ -227,6 +228,8 @@ def test_a_listener_that_never_answers_is_an_error_within_the_timeout(silent_lis
                      "prefect": (f"http://127.0.0.1:{port}/api", wait_for_api)}[scheme]
     if scheme == "dask":
         import distributed.comm  # noqa: F401 - its import (seconds on a busy machine) is not the wait under test
+    else:
+        import prefect.client.orchestration  # noqa: F401 - likewise
     t0 = time.monotonic()
     with pytest.raises(MicnError) as e:
         wait(address, TIMEOUT_S)

@@ -52,19 +52,27 @@ def build_metrics_db(metrics_dir: str | Path, db_path: str | Path) -> dict[str, 
         check_history(path)
     db_path = db_path.resolve() if db_path.is_symlink() else db_path  # a link is followed: its target is rebuilt
     check_db_path(db_path)
+    return write_database(db_path, "the metrics database",
+                          lambda con: _fill(con, [str(p) for p in runs], [str(p) for p in history]))
+
+
+def write_database(db_path: Path, what: str, fill):
+    """`fill(connection)` on a temporary database beside `db_path`, renamed over it once filled, so
+    a failed build leaves the previous file intact and readers never see a half-written one;
+    returns what `fill` returns."""
     tmp = db_path.with_name(db_path.name + ".tmp")
     try:
         tmp.unlink(missing_ok=True)
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with duckdb.connect(str(tmp)) as con:
-            counts = _fill(con, [str(p) for p in runs], [str(p) for p in history])
+            result = fill(con)
         os.replace(tmp, db_path)
     except OSError as e:
-        raise MicnError(f"{e.filename or db_path}: cannot write the metrics database ({os_reason(e)}); the previous "
+        raise MicnError(f"{e.filename or db_path}: cannot write {what} ({os_reason(e)}); the previous "
                         f"{db_path} is unchanged.") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return counts
+    return result
 
 
 def check_records(runs_dir: Path, paths: list[Path]) -> None:
@@ -112,9 +120,14 @@ def _is_int(value) -> bool:
 def check_db_path(db_path: Path) -> None:
     """`db_path` is absent or a metrics database the report made: the build replaces it, and it
     must replace nothing else (a user's own DuckDB database, any other file)."""
+    check_own_database(db_path, OWN_TABLE, "report", also_own={"runs", "history", "t_quantiles"})
+
+
+def check_own_database(db_path: Path, own_table: str, command: str, also_own: set[str] | None = None) -> None:
+    """`db_path` is absent or a DuckDB database `micn <command>` made: it holds `own_table` (or every
+    table of `also_own`). Anything else is refused in one paragraph and left as it is."""
     if db_path.is_dir():
-        raise MicnError(f"{db_path}: is a directory; --db names the metrics database file to (re)build, "
-                        "e.g. metrics/metrics.duckdb.")
+        raise MicnError(f"{db_path}: is a directory; --db names the database file `micn {command}` (re)builds.")
     if not db_path.exists():
         return
     try:
@@ -122,13 +135,13 @@ def check_db_path(db_path: Path) -> None:
     except OSError as e:
         raise MicnError(f"{db_path}: cannot read it ({os_reason(e)}).") from None
     if not is_duckdb:
-        raise MicnError(f"{db_path}: not a DuckDB database, so the report will not replace it; pass another --db "
+        raise MicnError(f"{db_path}: not a DuckDB database, so `micn {command}` will not replace it; pass another --db "
                         "path or move the file away.")
     with duckdb.connect(str(db_path), read_only=True) as con:
         tables = {name for (name,) in con.sql("select table_name from information_schema.tables").fetchall()}
-    if OWN_TABLE not in tables and not {"runs", "history", "t_quantiles"} <= tables:
-        raise MicnError(f"{db_path}: a DuckDB database that `micn report` did not make (no table {OWN_TABLE}), so "
-                        "the report will not replace it; pass another --db path or move the file away.")
+    if own_table not in tables and not (also_own and also_own <= tables):
+        raise MicnError(f"{db_path}: a DuckDB database that `micn {command}` did not make (no table {own_table}), so "
+                        f"it was left as it was; pass another --db path or move the file away.")
 
 
 def _fill(con: duckdb.DuckDBPyConnection, runs: list[str], history: list[str]) -> dict[str, int]:
