@@ -33,7 +33,7 @@ from micn.data.layout import samples_dir
 from micn.errors import MicnError
 from micn.experiment import Experiment, RunSpec, load_experiment, plan_runs
 from micn.grid import (GridRun, Pruned, check_outputs, failure_record, holding_root, prune, run_one, samples_hash,
-                       signature, wait_for_dask, write_failure)
+                       signature, training_order, wait_for_dask, write_failure)
 
 DESCRIPTION = (
     "Train the grid of params.yaml's enabled experiments (Table 2: backbones as base, width-matched control and MICN; "
@@ -124,7 +124,7 @@ def grid_flow(params: str = "params.yaml", root: str = ".") -> GridResult:
     digests = {(d, n): samples_hash(samples_dir(Path(root), d, n)) for d, n in exp.samples_needed()}
     attempts = exp.grid.retries + 1
     runner = train_run.with_options(retries=exp.grid.retries, retry_delay_seconds=exp.grid.retry_delay_s)
-    futures = {runner.submit(s, exp, root, digests[(s.dataset, s.max_len)]): s for s in planned}
+    futures = {runner.submit(s, exp, root, digests[(s.dataset, s.max_len)]): s for s in training_order(planned)}
 
     runs: dict[str, GridRun] = {}
     for future in tqdm(as_completed(list(futures)), total=len(futures), desc="grid", unit="run"):

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from micn.outputs import anything, claim, first_line, json_rows_with
 from micn.report import Report, write_report
-from micn.report.database import build_metrics_db
+from micn.report.database import build_metrics_db, check_db_path
 from micn.report.figures import FIGURES
 from micn.report.labels import TITLES
 
@@ -108,6 +108,8 @@ def check_report_files(out: Path) -> None:
 def run_report(job: ReportJob) -> ReportResult:
     """The report flow for `job`, its result typed."""
     check_report_files(job.out)
+    db = job.db.resolve() if job.db.is_symlink() else job.db
+    check_db_path(db)  # before the flow starts: a database the report did not make is never touched
     r = report_flow(str(job.metrics_dir), str(job.db), str(job.out))
     return ReportResult(ok=r["ok"], failed=r["failed"], history_rows=r["history_rows"], report=r["report"],
                         figures=r["figures"])

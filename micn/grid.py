@@ -222,6 +222,24 @@ class Pruned:
     left_alone: list[str]
 
 
+def training_order(planned: list[RunSpec]) -> list[RunSpec]:
+    """The order the grid trains runs in: seed round by seed round (every cell's first seed, then
+    every cell's second, ...), the plan's order within a round. A study stopped part-way (a long
+    one spans sessions) then leaves every cell with about as many seeds as its neighbours, and the
+    paired lifts of what finished are comparable, instead of some cells complete and others empty."""
+    seeds: dict[tuple, list[int]] = {}
+    for spec in planned:
+        seeds.setdefault(_cell(spec), []).append(spec.seed)
+    rounds = {cell: {seed: i for i, seed in enumerate(sorted(s))} for cell, s in seeds.items()}
+    order = {spec.key: i for i, spec in enumerate(planned)}
+    return sorted(planned, key=lambda spec: (rounds[_cell(spec)][spec.seed], order[spec.key]))
+
+
+def _cell(spec: RunSpec) -> tuple:
+    """A run's key without its seed: the cell whose seeds it is one of."""
+    return dataclasses.replace(spec, seed=0, experiments=()).key
+
+
 def prune(root: str | Path, planned: list[RunSpec]) -> Pruned:
     """Delete the files of runs the current grid does not ask for, and only files the grid wrote.
 

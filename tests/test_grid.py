@@ -16,7 +16,8 @@ from micn.data.layout import samples_dir
 from micn.experiment import Experiment, RunSpec, plan_runs
 from micn.errors import MicnError
 from flows._prefect import wait_for_api
-from micn.grid import failure_record, prune, run_one, samples_hash, signature, wait_for_dask, write_failure
+from micn.grid import (failure_record, prune, run_one, samples_hash, signature, training_order, wait_for_dask,
+                       write_failure)
 from micn.record import read_record, record_json, write_record
 
 
@@ -237,3 +238,18 @@ def test_a_listener_that_never_answers_is_an_error_within_the_timeout(silent_lis
     assert accepted, "the command never reached the listener"
     assert TIMEOUT_S * 0.5 <= elapsed < TIMEOUT_S + MARGIN_S
     assert address in str(e.value) and f"within {TIMEOUT_S:g} s" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_grid_trains_seed_round_by_seed_round():
+    """Every cell's first seed before any cell's second (the plan's order within a round), so a
+    study stopped part-way has balanced cells; a cell with more seeds goes on alone at the end."""
+    from micn.experiment import RunSpec
+
+    planned = [RunSpec("d", b, v, 20, None if v == "base" else 0.3, seed)
+               for b, seeds in (("din", (1, 2, 3)), ("dien", (4, 7))) for v in ("base", "micn") for seed in seeds]
+    order = training_order(planned)
+    assert sorted(order, key=lambda s: s.key) == sorted(planned, key=lambda s: s.key)
+    assert [(s.backbone, s.variant, s.seed) for s in order] == [
+        ("din", "base", 1), ("din", "micn", 1), ("dien", "base", 4), ("dien", "micn", 4),
+        ("din", "base", 2), ("din", "micn", 2), ("dien", "base", 7), ("dien", "micn", 7),
+        ("din", "base", 3), ("din", "micn", 3)]

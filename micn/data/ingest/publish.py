@@ -34,7 +34,8 @@ def check_shrink(con, dataset: str, files: list[FileReport], rejects: pa.Table, 
     rejected = sum(f.rejected for f in files if f.kind == "reviews")
     review_files = {f.source_file for f in files if f.kind == "reviews"}
     reasons = Counter(r for r, s in zip(rejects["reason"].to_pylist(), _source_files(rejects, files)) if s in review_files)
-    top = "; ".join(f"{n:,} × {reason[:120]}" for reason, n in reasons.most_common(3)) or "none"
+    top = "; ".join(f"{n:,} × {reason if len(reason) <= 240 else reason[:240] + '…'}"
+                    for reason, n in reasons.most_common(3)) or "none"
     kept = (f"its {current:,} reviews in {db} are kept" if current else f"{db} was left as it was")
     what = "no review was accepted" if new == 0 else f"only {new:,} reviews were accepted, under {SHRINK_FLOOR:.0%} of the {current:,} it has now"
     raise MicnError(
