@@ -242,3 +242,29 @@ def test_a_reason_quotes_a_2014_metadata_value_as_written(tmp_path, line, reason
 )
 def test_raw_value_finds_the_text_of_a_value(text, path, expected):
     assert raw_value(text, path) == expected
+
+
+def test_rejects_are_collected_in_batches_across_files_in_file_then_line_order(tmp_path, meta_2014, monkeypatch):
+    """Rejects go to DuckDB a batch at a time (here 2 rows), never as one list of every bad line;
+    the warehouse then holds each reject of each file once, in file then line order, whatever
+    the batches' edges. DuckDB itself works under the warehouse's memory limit (it spills)."""
+    import duckdb
+
+    from micn.data.ingest import warehouse
+
+    monkeypatch.setattr(rejects, "BATCH_ROWS", 2)
+    bad = lambda i: review_line(reviewerID=f"B{i}", unixReviewTime=12.5)  # noqa: E731
+    files = [write_lines(tmp_path / f"r{k}_5.json", [review_line(reviewerID=f"A{k}"), bad(k * 10), "", bad(k * 10 + 1),
+                                                     review_line(reviewerID=f"C{k}"), bad(k * 10 + 2)])
+             for k in range(3)]
+    db = tmp_path / "w.duckdb"
+    report = ingest("d", files, [meta_2014], db)
+    assert_accounting(report)
+    got = db_rows(db, "select source_file, line_no from rejects order by source_file, line_no")
+    assert got == [(str(f), n) for f in files for n in (2, 4, 6)]
+    assert all("12.5" in reason for (reason,) in db_rows(db, "select reason from rejects"))
+    with warehouse.open_warehouse(db) as con:
+        limit = con.sql("select current_setting('memory_limit')").fetchall()[0][0]
+    with duckdb.connect(config={"memory_limit": warehouse.MEMORY_LIMIT}) as reference, duckdb.connect() as default:
+        assert limit == reference.sql("select current_setting('memory_limit')").fetchall()[0][0]
+        assert limit != default.sql("select current_setting('memory_limit')").fetchall()[0][0]

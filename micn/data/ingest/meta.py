@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from micn.data.formats import LineRejected, LongLine, line_bytes, meta_2014_row, strip_bom
 from micn.data.ingest.json_lines import Readable, raw_lines, read_json_model
-from micn.data.ingest.rejects import quote_values, raw_text
+from micn.data.ingest.rejects import append_rejects, create_rejects_table, quote_values, raw_text
 
 # 2014 metadata lines parsed and inserted per batch: at most this many, of at most this many bytes
 LITERAL_CHUNK = 20_000
@@ -30,11 +30,12 @@ META_SCHEMA = pa.schema(
 
 
 def stage_meta(con, paths: list[Path], formats: dict[Path, str], first_file_idx: int, readable: Readable):
-    """Stage metadata files into `stg_meta`; returns the 2014 literal rejects and seconds per file."""
+    """Stage metadata files into `stg_meta` and the 2014 literal rejects into the temp table
+    `literal_rejects`, chunk by chunk; returns the seconds per file."""
     con.register("empty_meta", META_SCHEMA.empty_table())
     con.execute("create or replace temp table stg_meta as select * from empty_meta")
     con.unregister("empty_meta")
-    literal_rejects: list[tuple] = []
+    create_rejects_table(con, "literal_rejects")
     seconds = {}
     for i, path in enumerate(paths, start=first_file_idx):
         t = time.perf_counter()
@@ -49,9 +50,9 @@ def stage_meta(con, paths: list[Path], formats: dict[Path, str], first_file_idx:
                     "null as reject_reason from meta_chunk"
                 )
                 con.unregister("meta_chunk")
-                literal_rejects.extend((i, *r) for r in rejects)
+                append_rejects(con, "literal_rejects", [(i, *r) for r in rejects])
         seconds[i] = time.perf_counter() - t
-    return literal_rejects, seconds
+    return seconds
 
 
 def _parse_literal_meta(path: Path) -> Iterator[tuple[list[list], list[tuple]]]:

@@ -6,7 +6,6 @@ the transaction leaves it so.
 
 from __future__ import annotations
 
-from collections import Counter
 from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,18 +23,19 @@ from micn.errors import MicnError
 SHRINK_FLOOR = 0.5
 
 
-def check_shrink(con, dataset: str, files: list[FileReport], rejects: pa.Table, allow_shrink: bool, db: Path) -> None:
-    """Refuse to replace a dataset's reviews with none, or with fewer than SHRINK_FLOOR of them."""
+def check_shrink(con, dataset: str, files: list[FileReport], allow_shrink: bool, db: Path) -> None:
+    """Refuse to replace a dataset's reviews with none, or with fewer than SHRINK_FLOOR of them
+    (the reasons quoted come from the temp table `new_rejects`)."""
     new = sum(f.accepted for f in files if f.kind == "reviews")
     current = execute(con, "select count(*) from reviews where dataset = $dataset", {"dataset": dataset}).fetchall()[0][0]
     if allow_shrink or (new > 0 and new >= SHRINK_FLOOR * current):
         return
     read = sum(f.lines_read for f in files if f.kind == "reviews")
     rejected = sum(f.rejected for f in files if f.kind == "reviews")
-    review_files = {f.source_file for f in files if f.kind == "reviews"}
-    reasons = Counter(r for r, s in zip(rejects["reason"].to_pylist(), _source_files(rejects, files)) if s in review_files)
-    top = "; ".join(f"{n:,} × {reason if len(reason) <= 240 else reason[:240] + '…'}"
-                    for reason, n in reasons.most_common(3)) or "none"
+    review_files = [i for i, f in enumerate(files) if f.kind == "reviews"]
+    reasons = execute(con, "select reason, count(*) as n from new_rejects where list_contains($files, file_idx) "
+                      "group by reason order by n desc, reason limit 3", {"files": review_files}).fetchall()
+    top = "; ".join(f"{n:,} × {reason if len(reason) <= 240 else reason[:240] + '…'}" for reason, n in reasons) or "none"
     kept = (f"its {current:,} reviews in {db} are kept" if current else f"{db} was left as it was")
     what = "no review was accepted" if new == 0 else f"only {new:,} reviews were accepted, under {SHRINK_FLOOR:.0%} of the {current:,} it has now"
     raise MicnError(
@@ -45,12 +45,9 @@ def check_shrink(con, dataset: str, files: list[FileReport], rejects: pa.Table, 
     )
 
 
-def _source_files(rejects: pa.Table, files: list[FileReport]) -> list[str]:
-    return [files[i].source_file for i in rejects["file_idx"].to_pylist()]
-
-
-def publish(con, dataset: str, rejects: pa.Table, files: list[FileReport]) -> None:
-    """Replace the dataset's rows in one transaction: all or nothing."""
+def publish(con, dataset: str, files: list[FileReport]) -> None:
+    """Replace the dataset's rows in one transaction: all or nothing (the rejects come from the
+    temp table `new_rejects`)."""
     log = pa.table({
         "source_file": [f.source_file for f in files], "kind": [f.kind for f in files], "format": [f.format for f in files],
         "lines_read": [f.lines_read for f in files], "accepted": [f.accepted for f in files],
@@ -58,7 +55,6 @@ def publish(con, dataset: str, rejects: pa.Table, files: list[FileReport]) -> No
         "seconds": [f.seconds for f in files],
     })
     sources = pa.table({"file_idx": list(range(len(files))), "source_file": [f.source_file for f in files]})
-    con.register("new_rejects", rejects)
     con.register("new_log", log)
     con.register("sources", sources)
     params = {"dataset": dataset, "now": datetime.now(timezone.utc).replace(tzinfo=None)}
@@ -76,6 +72,6 @@ def publish(con, dataset: str, rejects: pa.Table, files: list[FileReport]) -> No
             con.execute("rollback")
         raise
     finally:
-        for name in ("new_rejects", "new_log", "sources"):
+        for name in ("new_log", "sources"):
             with suppress(duckdb.Error):
                 con.unregister(name)

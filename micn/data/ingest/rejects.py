@@ -50,21 +50,71 @@ def raw_text(line: bytes | LongLine) -> str:
     return shown + f"... [cut: the line has {length:,} bytes]"
 
 
-def collect_rejects(con, paths: list[Path], literal_rejects: list[tuple]) -> pa.Table:
-    """All rejects with line number, raw line and a precise reason, as an Arrow table."""
-    flagged = con.execute(
+BATCH_ROWS = 20_000  # rejects held in Python at a time: a file of millions of bad lines stays in bounded memory
+
+
+def create_rejects_table(con, name: str) -> None:
+    """An empty temp table `name` of REJECTS_SCHEMA (file_idx, line_no, reason, raw_line)."""
+    con.register("empty_rejects", REJECTS_SCHEMA.empty_table())
+    con.execute(f"create or replace temp table {name} as select * from empty_rejects")
+    con.unregister("empty_rejects")
+
+
+def append_rejects(con, name: str, rows: list[tuple]) -> None:
+    """Append (file_idx, line_no, reason, raw_line) rows to the temp table `name`."""
+    if rows:
+        con.register("rejects_batch", rows_to_rejects_table(rows))
+        con.execute(f"insert into {name} select * from rejects_batch")
+        con.unregister("rejects_batch")
+
+
+def collect_rejects(con, paths: list[Path]) -> int:
+    """Every reject with line number, raw line and a precise reason into the temp table
+    `new_rejects` (the 2014 literal rejects already in `literal_rejects`, then each flagged
+    record located in its file), BATCH_ROWS at a time; returns their count."""
+    create_rejects_table(con, "new_rejects")
+    con.execute("insert into new_rejects select * from literal_rejects")
+    con.execute(
+        "create or replace temp table flagged as select row_number() over (order by file_idx, rec_no) as k, * from ("
         "select file_idx, rec_no, reject_reason from stg_reviews where reject_reason is not null "
-        "union all select file_idx, rec_no, reject_reason from stg_meta where reject_reason is not null "
-        "order by file_idx, rec_no"
-    ).fetchall()
-    by_file: dict[int, dict[int, str]] = {}
-    for file_idx, rec_no, reason in flagged:
-        by_file.setdefault(file_idx, {})[rec_no] = reason
-    rows = [(i, ln, reason, raw) for i, ln, reason, raw in literal_rejects]
-    for file_idx, reasons in by_file.items():
-        for rec_no, line_no, line in _locate(paths[file_idx], reasons, con, file_idx):
-            rows.append((file_idx, line_no, _worded(reasons[rec_no], line), raw_text(line)))
-    return rows_to_rejects_table(rows)
+        "union all select file_idx, rec_no, reject_reason from stg_meta where reject_reason is not null)"
+    )
+    rows: list[tuple] = []
+    for file_idx, records in _by_file(_flagged(con)):
+        for rec_no, reason, line_no, line in _locate(paths[file_idx], records, con, file_idx):
+            rows.append((file_idx, line_no, _worded(reason, line), raw_text(line)))
+            if len(rows) >= BATCH_ROWS:
+                append_rejects(con, "new_rejects", rows)
+                rows = []
+    append_rejects(con, "new_rejects", rows)
+    return con.execute("select count(*) from new_rejects").fetchall()[0][0]
+
+
+def _flagged(con) -> Iterator[tuple[int, int, str]]:
+    """(file_idx, rec_no, reason) of the temp table `flagged` in order, a page of BATCH_ROWS at a time
+    (each page read whole, so the connection is free for the inserts between pages)."""
+    after = 0
+    while page := execute(con, "select k, file_idx, rec_no, reject_reason from flagged where k > $after order by k "
+                               "limit $n", {"after": after, "n": BATCH_ROWS}).fetchall():
+        after = page[-1][0]
+        yield from (row[1:] for row in page)
+
+
+def _by_file(stream: Iterator[tuple[int, int, str]]) -> Iterator[tuple[int, Iterator[tuple[int, str]]]]:
+    """(file_idx, its (rec_no, reason) in order) from rows ordered by file and record."""
+    pending = next(stream, None)
+    while pending is not None:
+        file_idx = pending[0]
+
+        def records() -> Iterator[tuple[int, str]]:
+            nonlocal pending
+            while pending is not None and pending[0] == file_idx:
+                yield pending[1], pending[2]
+                pending = next(stream, None)
+
+        yield file_idx, records()
+        for _ in records():  # whatever the caller left of this file
+            pass
 
 
 def _worded(reason: str, line: bytes | LongLine) -> str:
@@ -81,16 +131,20 @@ def rows_to_rejects_table(rows: list[tuple]) -> pa.Table:
     return pa.table({f.name: [r[k] for r in rows] for k, f in enumerate(REJECTS_SCHEMA)}, schema=REJECTS_SCHEMA)
 
 
-def _locate(path: Path, wanted: dict[int, str], con, file_idx: int) -> Iterator[tuple[int, int, bytes | LongLine]]:
-    """(rec_no, physical line number, line) of the wanted record numbers (DuckDB's non-blank lines),
-    one at a time; then checks that DuckDB staged as many records as the file has."""
+def _locate(path: Path, wanted: Iterator[tuple[int, str]], con,
+            file_idx: int) -> Iterator[tuple[int, str, int, bytes | LongLine]]:
+    """(rec_no, reason, physical line number, line) of the wanted records ((rec_no, reason) in
+    record order; rec_no counts DuckDB's non-blank lines), one at a time; then checks that DuckDB
+    staged as many records as the file has."""
     rec_no = 0
+    want = next(wanted, None)
     for line_no, line in enumerate(raw_lines(path), start=1):
         if isinstance(line, bytes) and not line.strip():
             continue
         rec_no += 1
-        if rec_no in wanted:
-            yield rec_no, line_no, line
+        if want is not None and want[0] == rec_no:
+            yield rec_no, want[1], line_no, line
+            want = next(wanted, None)
     staged = execute(
         con,
         "select count(*) from (select file_idx from stg_reviews union all select file_idx from stg_meta) "

@@ -14,24 +14,22 @@ from pathlib import Path
 from micn.data.ingest.accounting import file_reports
 from micn.data.ingest.json_lines import Readable, needs_exact_pass, stage_reviews
 from micn.data.ingest.meta import stage_meta
-from micn.data.ingest.rejects import collect_rejects, rows_to_rejects_table
+from micn.data.ingest.rejects import collect_rejects
 from micn.data.sql import create_table_as
 
 
 def stage(con, review_paths: list[Path], meta_paths: list[Path], formats: dict[Path, str], work_dir: Path):
-    """Stage every file and find its rejects and duplicates; returns (rejects table, file reports)."""
+    """Stage every file and find its rejects (temp table `new_rejects`) and duplicates; returns
+    (the number of rejects, file reports)."""
     paths = [*review_paths, *meta_paths]
     with closing(Readable(work_dir)) as readable:
         seconds = stage_reviews(con, review_paths, exact=False, readable=readable)
         exact = needs_exact_pass(con)
         if exact:
             seconds = stage_reviews(con, review_paths, exact=True, readable=readable)
-        literal_rejects, meta_seconds = stage_meta(con, meta_paths, formats, len(review_paths), readable)
+        meta_seconds = stage_meta(con, meta_paths, formats, len(review_paths), readable)
     seconds.update(meta_seconds)
-    con.register("literal_rejects_arrow", rows_to_rejects_table(literal_rejects))
-    con.execute("create or replace temp table literal_rejects as select * from literal_rejects_arrow")
-    con.unregister("literal_rejects_arrow")
-    rejects = collect_rejects(con, paths, literal_rejects)
+    rejects = collect_rejects(con, paths)
     if exact:
         create_table_as(con, "review_duplicates", "ingest/intermediate/int_review_duplicates")
     else:  # the fast pass already found no repeated key

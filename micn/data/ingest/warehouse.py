@@ -22,6 +22,9 @@ from micn.outputs import anything, claim
 WAREHOUSE_TABLES = ("reviews", "items", "rejects", "ingest_log")
 
 
+MEMORY_LIMIT = "1GB"  # DuckDB's memory for one ingest (2M rejected lines in 515 MB: peak RSS 1.3 GB in all, 4.1 GB without it)
+
+
 @contextmanager
 def open_warehouse(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection to `db`; every failure the user can meet becomes one paragraph.
@@ -35,7 +38,9 @@ def open_warehouse(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     existed = db.exists()
     made = _make_parents(db)
     try:
-        con = duckdb.connect(str(db))
+        # DuckDB keeps the staged files and their rejects in temp tables; past this it spills them
+        # to `<db>.tmp/` beside the warehouse, so an ingest's memory does not grow with its files
+        con = duckdb.connect(str(db), config={"memory_limit": MEMORY_LIMIT})
     except (duckdb.Error, OSError) as e:
         _remove_dirs(made)
         raise MicnError(explain_warehouse_error(db, e, new=not existed and not db.exists())) from e
