@@ -30,15 +30,30 @@ def stop_on_sigterm(command: str | None) -> None:
     worker threads finish their runs) is what a service manager's stop expects."""
     import os
     import signal
+    import threading
 
     prefix = f"micn {command}" if command else "micn"
 
-    def stop(signum, frame) -> None:  # noqa: ARG001 - the signal handler signature
+    def stop(signum=None, frame=None) -> None:  # noqa: ARG001 - the signal handler signature
         sys.stderr.write(f"{prefix}: stopped (SIGTERM); rerun the same command to resume\n")
         sys.stderr.flush()
         os._exit(EXIT_TERMINATED)
 
     signal.signal(signal.SIGTERM, stop)
+    # The kernel may hand the signal to any thread (a grid's worker, Prefect's); Python then only
+    # sets a flag that the main thread acts on when it next runs Python, which a main thread
+    # blocked until a run ends does not. Python's C handler also writes the signal's number to a
+    # wake-up pipe, whatever the thread: a watcher thread reading it stops the command at once.
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            if signal.SIGTERM in os.read(read_end, 64):
+                stop()
+
+    threading.Thread(target=watch, name="micn-sigterm", daemon=True).start()
 
 
 def run_guarded(fn: Callable[[], None], command: str | None, *, debug: bool = False) -> int:

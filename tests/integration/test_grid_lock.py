@@ -52,3 +52,36 @@ def test_a_second_grid_on_the_same_root_is_refused(tiny_samples, tmp_path):
 
     again = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=240)  # the lock is free again
     assert again.returncode == 0 and again.stdout.count("reused") == 2, again.stderr
+
+
+def test_sigterm_on_a_worker_thread_stops_the_grid_in_one_line(tiny_samples, tmp_path):
+    """A SIGTERM the kernel hands to one of the grid's worker threads (tgkill to a thread that is
+    not the main one) still stops `micn grid` at once: one line, exit 143."""
+    import ctypes
+    import os
+    import signal
+
+    root = tmp_path / "root"
+    target = samples_dir(root, "tiny", 10)
+    target.parent.mkdir(parents=True)
+    target.symlink_to(tiny_samples, target_is_directory=True)
+    params = {
+        "datasets": {"tiny": {"enabled": True, "max_len": 10}},
+        "experiments": {"table2": {"enabled": True, "backbones": ["din"], "variants": ["base"]}},
+        "grid": {"seeds": [1], "max_workers": 1},
+        "train": {"epochs": 200, "batch_size": 64, "threads": 1, "patience": 100000},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    command = [str(Path(sys.executable).parent / "micn"), "grid", "--params", "params.yaml", "--root", "."]
+    grid = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while grid.poll() is None and time.monotonic() < deadline and not list((root / "models").rglob("checkpoint.pt")):
+        time.sleep(0.2)
+    assert grid.poll() is None, f"the grid ended before it could be stopped: {grid.communicate()}"
+    worker = next(int(t) for t in os.listdir(f"/proc/{grid.pid}/task") if int(t) != grid.pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(234, grid.pid, worker, signal.SIGTERM) == 0  # tgkill (x86-64): that thread only
+    _, err = grid.communicate(timeout=30)
+    assert grid.returncode == 143, err[-2000:]
+    last = err.strip().splitlines()[-1]  # after the progress bar's last redraw, which ends no line
+    assert last.endswith("micn grid: stopped (SIGTERM); rerun the same command to resume"), err[-2000:]
