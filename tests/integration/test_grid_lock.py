@@ -18,19 +18,24 @@ from micn.record import read_record
 pytestmark = pytest.mark.integration
 
 
-def test_a_second_grid_on_the_same_root_is_refused(tiny_samples, tmp_path):
-    root = tmp_path / "root"
+def grid_root(tiny_samples: Path, root: Path, seeds: list[int], epochs: int, patience: int) -> list[str]:
+    """A grid root of DIN base runs on the tiny samples; returns the `micn grid` command to run in it."""
     target = samples_dir(root, "tiny", 10)
     target.parent.mkdir(parents=True)
     target.symlink_to(tiny_samples, target_is_directory=True)
     params = {
         "datasets": {"tiny": {"enabled": True, "max_len": 10}},
         "experiments": {"table2": {"enabled": True, "backbones": ["din"], "variants": ["base"]}},
-        "grid": {"seeds": [1, 2], "max_workers": 1},
-        "train": {"epochs": 30, "batch_size": 64, "threads": 1, "patience": 1000},
+        "grid": {"seeds": seeds, "max_workers": 1},
+        "train": {"epochs": epochs, "batch_size": 64, "threads": 1, "patience": patience},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    command = [str(Path(sys.executable).parent / "micn"), "grid", "--params", "params.yaml", "--root", "."]
+    return [str(Path(sys.executable).parent / "micn"), "grid", "--params", "params.yaml", "--root", "."]
+
+
+def test_a_second_grid_on_the_same_root_is_refused(tiny_samples, tmp_path):
+    root = tmp_path / "root"
+    command = grid_root(tiny_samples, root, seeds=[1, 2], epochs=30, patience=1000)
     first = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock, deadline = root / LOCK_FILE, time.monotonic() + 240
     while first.poll() is None and time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip()):
@@ -62,17 +67,7 @@ def test_sigterm_on_a_worker_thread_stops_the_grid_in_one_line(tiny_samples, tmp
     import signal
 
     root = tmp_path / "root"
-    target = samples_dir(root, "tiny", 10)
-    target.parent.mkdir(parents=True)
-    target.symlink_to(tiny_samples, target_is_directory=True)
-    params = {
-        "datasets": {"tiny": {"enabled": True, "max_len": 10}},
-        "experiments": {"table2": {"enabled": True, "backbones": ["din"], "variants": ["base"]}},
-        "grid": {"seeds": [1], "max_workers": 1},
-        "train": {"epochs": 200, "batch_size": 64, "threads": 1, "patience": 100000},
-    }
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    command = [str(Path(sys.executable).parent / "micn"), "grid", "--params", "params.yaml", "--root", "."]
+    command = grid_root(tiny_samples, root, seeds=[1], epochs=200, patience=100000)
     grid = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while grid.poll() is None and time.monotonic() < deadline and not list((root / "models").rglob("checkpoint.pt")):
