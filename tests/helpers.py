@@ -7,6 +7,10 @@ before anything imports Prefect.
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -411,3 +415,31 @@ HISTORY_IN_DOCS = re.compile(r"\bissue" + r"s?\s+#?\d+|\bprevious " + r"release\
                              r"\bno " + r"longer\b|\bused " + r"to\b|\bold " + r"(?:behaviou?r|flag|default|form)",
                              re.IGNORECASE)
 OUTSIDE_THE_CLONE = ("../" + "shared", "DESIGN" + ".md", "/wo" + "rk/")  # paths a user's clone does not have
+
+
+# The synthetic world's files (tests/test_synthetic*.py)
+
+RECORDED_WORLDS = json.loads((REPO / "tests" / "data" / "synthetic_hashes.json").read_text())["worlds"]  # sha256 per file
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a gzip text file."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def world_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def sha256_files(root: Path) -> dict[str, str]:
+    return {name: hashlib.sha256(data).hexdigest() for name, data in world_files(root).items()}
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    """`micn generate`'s argument parser."""
+    from flows.generate import add_arguments
+
+    parser = argparse.ArgumentParser(prog="micn generate")
+    add_arguments(parser, "generate")
+    return parser

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import ast
 import datetime as dt
 import errno
-import gzip
-import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -23,6 +20,7 @@ from micn.data.synthetic.profiles import PROFILES, Profile
 from micn.data.synthetic.summary import WorldSummary
 from micn.data.synthetic.world import RandomStreams, sample_world
 from micn.errors import MicnError
+from tests.helpers import RECORDED_WORLDS, generate_parser, read_lines, sha256_files, world_files
 
 TINY = PROFILES["tiny"]
 KEYS_2014 = ["reviewerID", "asin", "reviewerName", "helpful", "reviewText", "overall", "summary", "unixReviewTime",
@@ -31,23 +29,8 @@ OPTIONAL_2014 = {"reviewerName", "reviewText"}
 KEYS_2018 = ["overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style", "reviewerName", "reviewText",
              "summary", "unixReviewTime"]  # fmt: skip
 OPTIONAL_2018 = {"vote", "style", "reviewerName", "reviewText"}
-# sha256 of every file of two pinned worlds (the file's "about" says which library versions write them).
-RECORDED = json.loads((Path(__file__).parent / "data" / "synthetic_hashes.json").read_text())["worlds"]
 META_KEYS_2018 = ["category", "tech1", "description", "fit", "title", "also_buy", "image", "tech2", "brand", "feature",
                   "rank", "also_view", "details", "main_cat", "similar_item", "date", "price", "asin"]  # fmt: skip
-
-
-def read_lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return f.read().splitlines()
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def sha256_files(root: Path) -> dict[str, str]:
-    return {name: hashlib.sha256(data).hexdigest() for name, data in _files(root).items()}
 
 
 def _is_ordered_subsequence(keys: list[str], reference: list[str]) -> bool:
@@ -85,7 +68,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
     a = generate_world("tiny", tmp_path / "a", seed=7, format=format)
     b = generate_world("tiny", tmp_path / "b", seed=7, format=format)
     c = generate_world("tiny", tmp_path / "c", seed=8, format=format)
-    files_a, files_b, files_c = _files(a.out_dir), _files(b.out_dir), _files(c.out_dir)
+    files_a, files_b, files_c = world_files(a.out_dir), world_files(b.out_dir), world_files(c.out_dir)
     assert sorted(files_a) == sorted(
         [a.reviews_path.name, a.meta_path.name] + [f"ground_truth/{f}" for f in
          ("users.parquet", "items.parquet", "categories.parquet", "world.json")]
@@ -98,7 +81,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
 @pytest.mark.parametrize("key", ["tiny-seed7-2014", "tiny-seed7-2018"])
 def test_files_are_byte_identical_to_the_recorded_hashes(tmp_path: Path, key: str) -> None:
     """The generator's files match the pinned digests: no random draw and no output byte changes."""
-    world = RECORDED[key]
+    world = RECORDED_WORLDS[key]
     generate_world(world["profile"], tmp_path, seed=world["seed"], format=world["format"])
     assert sha256_files(tmp_path) == world["sha256"]
 
@@ -388,14 +371,6 @@ def test_a_failed_write_is_one_paragraph_naming_the_file(tmp_path: Path, monkeyp
     monkeypatch.setattr("micn.data.synthetic.sink.GzipSink.__init__", lambda self, path: disk_full(path))
     with pytest.raises(MicnError, match=r"reviews_Tiny_5\.json\.gz: writing the synthetic world failed: disk full"):
         generate_world("tiny", tmp_path, seed=1)
-
-
-def generate_parser() -> argparse.ArgumentParser:
-    from flows.generate import add_arguments
-
-    parser = argparse.ArgumentParser(prog="micn generate")
-    add_arguments(parser, "generate")
-    return parser
 
 
 def test_generate_flag_and_params_modes_build_the_same_config(tmp_path: Path) -> None:

@@ -14,11 +14,13 @@ import yaml
 from micn.data.oracle import Oracle
 from micn.data.synthetic import generate_world
 from micn.data.synthetic.catalogue import zipf
-from micn.data.synthetic.profiles import Profile
+from micn.data.synthetic.profiles import PROFILES, Profile
 from micn.data.synthetic.summary import WorldSummary
 from micn.data.synthetic.world import RandomStreams, sample_world
 from micn.errors import MicnError
-from tests.test_synthetic import RECORDED, TINY, generate_parser, read_lines, sha256_files
+from tests.helpers import RECORDED_WORLDS, generate_parser, read_lines, sha256_files
+
+TINY = PROFILES["tiny"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def sequences_k(world_k: WorldSummary) -> pl.DataFrame:
 
 @pytest.mark.parametrize("key", ["tiny-seed7-2014", "tiny-seed7-2018"])
 def test_kappa_one_gives_the_recorded_world_byte_for_byte(tmp_path: Path, key: str) -> None:
-    world = RECORDED[key]
+    world = RECORDED_WORLDS[key]
     generate_world(world["profile"], tmp_path / "arg", seed=world["seed"], format=world["format"], kappa=1.0)
     generate_world(dataclasses.replace(TINY, kappa=1.0), tmp_path / "profile", seed=world["seed"],
                    format=world["format"])  # fmt: skip
