@@ -35,7 +35,9 @@ def stop_on_sigterm(command: str | None) -> None:
     prefix = f"micn {command}" if command else "micn"
 
     def stop(signum=None, frame=None) -> None:  # noqa: ARG001 - the signal handler signature
-        sys.stderr.write(f"{prefix}: stopped (SIGTERM); rerun the same command to resume\n")
+        tqdm = sys.modules.get("tqdm")
+        bar_open = tqdm is not None and bool(getattr(tqdm.tqdm, "_instances", None))  # its last redraw ends no line
+        sys.stderr.write(("\n" if bar_open else "") + f"{prefix}: stopped (SIGTERM); rerun the same command to resume\n")
         sys.stderr.flush()
         os._exit(EXIT_TERMINATED)
 

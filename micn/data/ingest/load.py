@@ -26,7 +26,7 @@ def ingest(
     with open_warehouse(Path(db)) as con:
         run_script(con, "ingest/schema")
         run_script(con, "ingest/macros")
-        _, files = stage(con, review_paths, meta_paths, formats, Path(db).parent)
+        files = stage(con, review_paths, meta_paths, formats, Path(db).parent)
         check_shrink(con, dataset, files, allow_shrink, Path(db))
         publish(con, dataset, files)
         con.execute("checkpoint")

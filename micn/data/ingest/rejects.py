@@ -18,6 +18,8 @@ import codecs
 import json
 import re
 from collections import deque
+from itertools import groupby
+from operator import itemgetter
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -68,10 +70,10 @@ def append_rejects(con, name: str, rows: list[tuple]) -> None:
         con.unregister("rejects_batch")
 
 
-def collect_rejects(con, paths: list[Path]) -> int:
+def collect_rejects(con, paths: list[Path]) -> None:
     """Every reject with line number, raw line and a precise reason into the temp table
     `new_rejects` (the 2014 literal rejects already in `literal_rejects`, then each flagged
-    record located in its file), BATCH_ROWS at a time; returns their count."""
+    record located in its file), BATCH_ROWS at a time."""
     create_rejects_table(con, "new_rejects")
     con.execute("insert into new_rejects select * from literal_rejects")
     con.execute(
@@ -80,14 +82,14 @@ def collect_rejects(con, paths: list[Path]) -> int:
         "union all select file_idx, rec_no, reject_reason from stg_meta where reject_reason is not null)"
     )
     rows: list[tuple] = []
-    for file_idx, records in _by_file(_flagged(con)):
+    for file_idx, flagged in groupby(_flagged(con), key=itemgetter(0)):  # rows come in file, then record order
+        records = ((rec_no, reason) for _, rec_no, reason in flagged)
         for rec_no, reason, line_no, line in _locate(paths[file_idx], records, con, file_idx):
             rows.append((file_idx, line_no, _worded(reason, line), raw_text(line)))
             if len(rows) >= BATCH_ROWS:
                 append_rejects(con, "new_rejects", rows)
                 rows = []
     append_rejects(con, "new_rejects", rows)
-    return con.execute("select count(*) from new_rejects").fetchall()[0][0]
 
 
 def _flagged(con) -> Iterator[tuple[int, int, str]]:
@@ -98,23 +100,6 @@ def _flagged(con) -> Iterator[tuple[int, int, str]]:
                                "limit $n", {"after": after, "n": BATCH_ROWS}).fetchall():
         after = page[-1][0]
         yield from (row[1:] for row in page)
-
-
-def _by_file(stream: Iterator[tuple[int, int, str]]) -> Iterator[tuple[int, Iterator[tuple[int, str]]]]:
-    """(file_idx, its (rec_no, reason) in order) from rows ordered by file and record."""
-    pending = next(stream, None)
-    while pending is not None:
-        file_idx = pending[0]
-
-        def records() -> Iterator[tuple[int, str]]:
-            nonlocal pending
-            while pending is not None and pending[0] == file_idx:
-                yield pending[1], pending[2]
-                pending = next(stream, None)
-
-        yield file_idx, records()
-        for _ in records():  # whatever the caller left of this file
-            pass
 
 
 def _worded(reason: str, line: bytes | LongLine) -> str:

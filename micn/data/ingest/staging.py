@@ -20,7 +20,7 @@ from micn.data.sql import create_table_as
 
 def stage(con, review_paths: list[Path], meta_paths: list[Path], formats: dict[Path, str], work_dir: Path):
     """Stage every file and find its rejects (temp table `new_rejects`) and duplicates; returns
-    (the number of rejects, file reports)."""
+    one report per file."""
     paths = [*review_paths, *meta_paths]
     with closing(Readable(work_dir)) as readable:
         seconds = stage_reviews(con, review_paths, exact=False, readable=readable)
@@ -29,11 +29,11 @@ def stage(con, review_paths: list[Path], meta_paths: list[Path], formats: dict[P
             seconds = stage_reviews(con, review_paths, exact=True, readable=readable)
         meta_seconds = stage_meta(con, meta_paths, formats, len(review_paths), readable)
     seconds.update(meta_seconds)
-    rejects = collect_rejects(con, paths)
+    collect_rejects(con, paths)
     if exact:
         create_table_as(con, "review_duplicates", "ingest/intermediate/int_review_duplicates")
     else:  # the fast pass already found no repeated key
         con.execute("create or replace temp table review_duplicates as select file_idx, rec_no from stg_reviews where false")
     create_table_as(con, "meta_duplicates", "ingest/intermediate/int_meta_duplicates")
-    return rejects, file_reports(con, paths, formats, seconds)
+    return file_reports(con, paths, formats, seconds)
 
