@@ -194,6 +194,12 @@ def test_paper_mechanism_matches_a_reference_computation(tmp_path):
             assert r["micn_recall_mean"] == pytest.approx(0.3)
         else:
             assert control == (None, None, None)
+        target = (r["lift_target_mean"], r["lift_target_ci_low"], r["lift_target_ci_high"])
+        if v == "micn" and a == "history":  # ours against the paper's form, seed by seed
+            assert target == t_interval(series(k, b, "micn", "history") - series(k, b, "micn"))
+            assert r["n_pairs_target"] == len(seeds)
+        else:
+            assert target == (None, None, None)
     assert t2.height == 8 and set(t2["dataset"]) == {"synthetic"}  # κ = 1 cells are Table 2's too, no ablations
     assert t2.filter(pl.col("variant") == "base")["auc_mean"].to_list() == pytest.approx(
         [series(1.0, b, "base").mean() for b in ("din", "dien")])

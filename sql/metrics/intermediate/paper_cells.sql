@@ -10,7 +10,9 @@
 --                   backbone, seed; the base without ablation);
 --   lift_control_*  on micn rows: micn − control (same dataset, length, backbone, seed and φ; when
 --                   the experiment has no control at this φ but exactly one control φ for the cell,
---                   that one: Table 3 pairs its whole φ sweep with one control, see params.yaml).
+--                   that one: Table 3 pairs its whole φ sweep with one control, see params.yaml);
+--   lift_target_*   on micn rows of another supervision (`history`): this row − the paper's form
+--                   (micn, supervision `target`; same dataset, length, backbone, seed and φ).
 -- The base and control runs must be asked for by the same experiment.
 create or replace macro paper_cells(experiment) as table
 with asked as (
@@ -83,6 +85,19 @@ control_lifts as (
     from control_pairs
     group by dataset, max_len, backbone, supervision, phi
 ),
+target_pairs as (
+    select m.dataset, m.max_len, m.backbone, m.supervision, m.phi, m.auc - t.auc as lift
+    from ok as m
+    join ok as t on t.dataset = m.dataset and t.max_len = m.max_len and t.backbone = m.backbone
+                and t.seed = m.seed and t.phi = m.phi and t.variant = 'micn' and t.supervision = 'target'
+    where m.variant = 'micn' and m.supervision <> 'target'
+),
+target_lifts as (
+    select dataset, max_len, backbone, supervision, phi, count(*) as n_pairs,
+           avg(lift) as lift_mean, stddev_samp(lift) as lift_std
+    from target_pairs
+    group by dataset, max_len, backbone, supervision, phi
+),
 final as (
     select c.dataset, c.protocol, c.max_len, c.backbone, c.variant, c.ablation, c.supervision, c.phi, c.kappa,
            c.n_runs, c.n_failed,
@@ -100,7 +115,10 @@ final as (
            k.control_phi,
            k.n_pairs as n_pairs_control, k.lift_mean as lift_control_mean,
            k.lift_mean - coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_low,
-           k.lift_mean + coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_high
+           k.lift_mean + coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_high,
+           g.n_pairs as n_pairs_target, g.lift_mean as lift_target_mean,
+           g.lift_mean - coalesce(tg.t975, 1.96) * g.lift_std / sqrt(g.n_pairs) as lift_target_ci_low,
+           g.lift_mean + coalesce(tg.t975, 1.96) * g.lift_std / sqrt(g.n_pairs) as lift_target_ci_high
     from cells as c
     left join base_lifts as l on l.dataset = c.dataset and l.max_len = c.max_len and l.backbone = c.backbone
                              and l.variant = c.variant and l.ablation is not distinct from c.ablation
@@ -111,5 +129,8 @@ final as (
                                 and k.backbone = c.backbone and k.phi = c.phi
                                 and k.supervision is not distinct from c.supervision
     left join t_quantiles as tk on tk.df = k.n_pairs - 1
+    left join target_lifts as g on c.variant = 'micn' and g.dataset = c.dataset and g.max_len = c.max_len
+                               and g.backbone = c.backbone and g.phi = c.phi and g.supervision = c.supervision
+    left join t_quantiles as tg on tg.df = g.n_pairs - 1
 )
 select * from final;
