@@ -14,6 +14,10 @@
 --   lift_target_*   on micn rows of another supervision (`history`): this row − the paper's form
 --                   (micn, supervision `target`; same dataset, length, backbone, seed and φ).
 -- The base and control runs must be asked for by the same experiment.
+-- Half-width of a 95 % t interval from the sample std of n paired differences (t975 from
+-- t_quantiles; null beyond its 500 pairs, then the normal quantile).
+create or replace macro half_width(sd, n, t975) as coalesce(t975, 1.96) * sd / sqrt(n);
+
 create or replace macro paper_cells(experiment) as table
 with asked as (
     select * from runs where list_contains(experiments, experiment)
@@ -110,15 +114,15 @@ final as (
            c.capsule_purity_mean, c.capsule_purity_shuffled_mean, c.capsule_overlap_mean,
            c.best_epoch_mean, c.best_step_mean, c.train_seconds_mean,
            l.n_pairs, l.lift_mean,
-           l.lift_mean - coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_low,
-           l.lift_mean + coalesce(t.t975, 1.96) * l.lift_std / sqrt(l.n_pairs) as lift_ci_high,
+           l.lift_mean - half_width(l.lift_std, l.n_pairs, t.t975) as lift_ci_low,
+           l.lift_mean + half_width(l.lift_std, l.n_pairs, t.t975) as lift_ci_high,
            k.control_phi,
            k.n_pairs as n_pairs_control, k.lift_mean as lift_control_mean,
-           k.lift_mean - coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_low,
-           k.lift_mean + coalesce(tk.t975, 1.96) * k.lift_std / sqrt(k.n_pairs) as lift_control_ci_high,
+           k.lift_mean - half_width(k.lift_std, k.n_pairs, tk.t975) as lift_control_ci_low,
+           k.lift_mean + half_width(k.lift_std, k.n_pairs, tk.t975) as lift_control_ci_high,
            g.n_pairs as n_pairs_target, g.lift_mean as lift_target_mean,
-           g.lift_mean - coalesce(tg.t975, 1.96) * g.lift_std / sqrt(g.n_pairs) as lift_target_ci_low,
-           g.lift_mean + coalesce(tg.t975, 1.96) * g.lift_std / sqrt(g.n_pairs) as lift_target_ci_high
+           g.lift_mean - half_width(g.lift_std, g.n_pairs, tg.t975) as lift_target_ci_low,
+           g.lift_mean + half_width(g.lift_std, g.n_pairs, tg.t975) as lift_target_ci_high
     from cells as c
     left join base_lifts as l on l.dataset = c.dataset and l.max_len = c.max_len and l.backbone = c.backbone
                              and l.variant = c.variant and l.ablation is not distinct from c.ablation
